@@ -1,0 +1,80 @@
+"""``circuits tasks list|show|export``: the built-in tasks and the task file formats."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub) -> None:
+    tasks = sub.add_parser("tasks", help="list, show or export tasks (JSONL + schema CSV)")
+    tsub = tasks.add_subparsers(dest="tasks_command", metavar="ACTION", required=True)
+    ls = tsub.add_parser("list", help="the built-in tasks")
+    ls.set_defaults(func=_list)
+    show = tsub.add_parser("show", help="a few examples of a task with their schema spans")
+    show.add_argument("task", help="built-in task name or JSONL file")
+    show.add_argument("--schema", default=None, help="schema CSV for a JSONL task")
+    show.add_argument("-n", "--examples", type=int, default=3)
+    show.set_defaults(func=_show)
+    export = tsub.add_parser("export", help="write a built-in task as Sparse-Feature-Circuits JSONL and schema CSV")
+    export.add_argument("task")
+    export.add_argument("--out", required=True, help="JSONL path; the schema goes beside it as *_schema.csv")
+    export.add_argument("-n", "--examples", type=int, default=64)
+    export.add_argument("--seed", type=int, default=0)
+    export.set_defaults(func=_export)
+
+
+def resolve_task(spec: str, tokenizer, n: int = 64, seed: int = 0, schema: str | None = None):
+    """A built-in task by name, or a JSONL file (with an optional schema CSV)."""
+    from pathlib import Path
+
+    from circuits.taskfile import load_task
+    from circuits.tasks import TASKS, make_task
+
+    if spec in TASKS:
+        return make_task(spec, tokenizer, n=n, seed=seed)
+    if Path(spec).suffix == ".jsonl" or Path(spec).exists():
+        return load_task(spec, tokenizer, schema=schema)
+    return make_task(spec, tokenizer, n=n, seed=seed)  # raises the unknown-task error
+
+
+def _toy_tokenizer():
+    from circuits.toy.model import TOKENIZER_FILE, shipped_dir
+    from circuits.toy.tokenizer import WordTokenizer
+
+    return WordTokenizer.load(shipped_dir() / TOKENIZER_FILE)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from circuits.tasks import TASKS
+
+    for name in sorted(TASKS):
+        spec = TASKS[name]
+        print(f"{name:<15} {spec.metric:<11} {spec.description}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    tok = _toy_tokenizer()
+    task = resolve_task(args.task, tok, n=args.examples, schema=args.schema)
+    print(f"{task.name}: {len(task)} examples, metric {task.metric}, spans {' | '.join(task.span_names)}")
+    for ex in task.examples[: args.examples]:
+        parts = [f"[{s.name}: {tok.decode(ex.clean[s.start:s.end])}]" for s in ex.schema.spans]
+        print("  clean    ", " ".join(parts))
+        print("  corrupted", tok.decode(ex.corrupted))
+        print("  answer", json.dumps(ex.answer_texts[:5]), "wrong", json.dumps(ex.wrong_texts[:5]))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from circuits.taskfile import save_task
+    from circuits.tasks import make_task
+
+    out = Path(args.out)
+    task = make_task(args.task, _toy_tokenizer(), n=args.examples, seed=args.seed)
+    schema = out.with_name(out.stem + "_schema.csv")
+    save_task(task, out, schema=schema)
+    print(f"wrote {out} and {schema}")
+    return 0

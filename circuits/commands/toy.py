@@ -1,0 +1,75 @@
+"""``circuits toy train`` and ``circuits toy eval``: the embedded toy model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from circuits.commands import add_model_options, add_output_options
+
+
+def register(sub) -> None:
+    toy = sub.add_parser("toy", help="train or evaluate the embedded toy language model")
+    tsub = toy.add_subparsers(dest="toy_command", metavar="ACTION", required=True)
+
+    train = tsub.add_parser("train", help="train the toy model on the toy language (seeded)")
+    train.add_argument("--out", default=None, help="folder to write the model into (default: the package's shipped copy)")
+    train.add_argument("--steps", type=int, default=None, help="optimizer steps")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--layers", type=int, default=None)
+    train.add_argument("--d-model", type=int, default=None)
+    train.add_argument("--device", default="cpu")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=_train)
+
+    ev = tsub.add_parser("eval", help="accuracy and logit difference of a model on every built-in task")
+    add_model_options(ev)
+    add_output_options(ev)
+    ev.add_argument("-n", "--examples", type=int, default=256, help="held-out examples per task")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--tasks", nargs="*", default=None, help="task names (default: all built-in)")
+    ev.set_defaults(func=_eval)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from circuits.tasks import available_tasks, make_task
+    from circuits.behaviour import run_task
+    from circuits.toy.model import ToyModelConfig, ToyTrainConfig, save_model, shipped_dir, train_model
+
+    mcfg = ToyModelConfig(seed=args.seed)
+    if args.layers:
+        mcfg = replace(mcfg, n_layers=args.layers)
+    if args.d_model:
+        mcfg = replace(mcfg, d_model=args.d_model, d_mlp=4 * args.d_model)
+    tcfg = ToyTrainConfig(seed=args.seed)
+    if args.steps:
+        tcfg = replace(tcfg, steps=args.steps)
+    model, tok, losses = train_model(mcfg, tcfg, device=args.device, progress=not args.quiet)
+    out = save_model(model, tok, mcfg, args.out or shipped_dir())
+    print(f"final loss {sum(losses[-50:]) / len(losses[-50:]):.4f}; saved to {out}")
+    for name in available_tasks():
+        r = run_task(model, make_task(name, tok, n=128), tok.pad_id)
+        print(f"  {name:<15} accuracy {r.accuracy:.3f}  logit_diff {r.logit_diff:.3f}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from circuits.behaviour import run_task
+    from circuits.models import load_model
+    from circuits.tasks import available_tasks, make_task
+
+    loaded = load_model(args.model, device=args.device)
+    names = args.tasks or available_tasks()
+    results = {}
+    for name in names:
+        task = make_task(name, loaded.tokenizer, n=args.examples, seed=args.seed)
+        results[name] = run_task(loaded.model, task, loaded.tokenizer.pad_id).as_dict()
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print(f"{'task':<15} {'accuracy':>9} {'metric':>9}")
+        for name, r in results.items():
+            print(f"{name:<15} {r['accuracy']:>9.3f} {r['logit_diff']:>9.3f}")
+    return 0

@@ -1,0 +1,34 @@
+"""Error classes a user can cause. Each message names the input and what is wrong."""
+
+from __future__ import annotations
+
+
+class CircuitsError(Exception):
+    """Base class of every error the project raises for bad user input."""
+
+
+class TaskError(CircuitsError):
+    """A task or task file is malformed (missing column, multi-token answer, ...)."""
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None):
+        self.source = source
+        self.line = line
+        where = ""
+        if source is not None:
+            where = f"{source}"
+            if line is not None:
+                where += f", line {line}"
+            where += ": "
+        super().__init__(where + message)
+
+
+class SchemaError(TaskError):
+    """A dataset schema does not cover the prompt with ordered, contiguous spans."""
+
+
+class VocabularyError(TaskError):
+    """Text contains words the tokenizer does not know."""
+
+
+class ModelLoadError(CircuitsError):
+    """A model could not be loaded (unknown name, weights not available offline, ...)."""

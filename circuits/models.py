@@ -1,0 +1,154 @@
+"""Loading a model: the embedded toy model by default, any HuggingFace causal LM by name.
+
+``load_model()`` returns a :class:`LoadedModel` holding a TransformerLens ``TransformerBridge``
+and a tokenizer that tasks can use. Real models go through ``TransformerBridge.boot_transformers``;
+with no network and no local cache the call fails at once with one sentence, never a series of
+retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from circuits.errors import ModelLoadError, TaskError, VocabularyError
+
+log = logging.getLogger(__name__)
+
+TOY = "toy"
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class HFTokenizer:
+    """Adapter giving a HuggingFace tokenizer the interface tasks use (BOS first, words with spaces)."""
+
+    def __init__(self, hf_tokenizer: Any):
+        self.hf = hf_tokenizer
+        bos = hf_tokenizer.bos_token_id
+        if bos is None:
+            bos = hf_tokenizer.eos_token_id
+        if bos is None:
+            raise ModelLoadError("the tokenizer has neither a BOS nor an EOS token to start prompts with")
+        self.bos_id = int(bos)
+        pad = hf_tokenizer.pad_token_id
+        self.pad_id = int(pad) if pad is not None else self.bos_id
+        self.unk_id = hf_tokenizer.unk_token_id
+
+    def __len__(self) -> int:
+        return len(self.hf)
+
+    def _ids(self, text: str, source: str | None, line: int | None) -> list[int]:
+        ids = list(self.hf(text, add_special_tokens=False)["input_ids"])
+        if self.unk_id is not None and self.unk_id in ids:
+            raise VocabularyError(f"{text!r} contains text the tokenizer maps to its unknown token", source=source, line=line)
+        return ids
+
+    def encode(self, text: str, *, bos: bool = True, source: str | None = None, line: int | None = None) -> list[int]:
+        ids = self._ids(text, source, line)
+        return [self.bos_id] + ids if bos else ids
+
+    def encode_words(self, words: Sequence[str], *, source: str | None = None, line: int | None = None) -> tuple[list[int], list[int]]:
+        ids, starts = [self.bos_id], []
+        for i, w in enumerate(words):
+            starts.append(len(ids))
+            ids.extend(self._ids(w if i == 0 else " " + w, source, line))
+        return ids, starts
+
+    def token_id(self, word: str, *, source: str | None = None, line: int | None = None) -> int:
+        """The single token of an answer; a bare word gets the leading space it has mid-sentence."""
+        text = word if word.startswith(" ") else " " + word
+        ids = self._ids(text, source, line)
+        if len(ids) != 1:
+            raise TaskError(f"answer {word!r} is {len(ids)} tokens, an answer must be one", source=source, line=line)
+        return ids[0]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.hf.decode([int(i) for i in ids])
+
+
+@dataclass
+class LoadedModel:
+    """A TransformerBridge, the tokenizer tasks use, and the name it was loaded by."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def _offline_error(name: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"the weights of {name!r} are not available offline: they are neither in the local "
+        f"HuggingFace cache nor reachable over the network (use the built-in 'toy' model, or a local folder)"
+    )
+
+
+def load_model(name: str = TOY, device: str | torch.device | None = None, hf_model: Any = None, hf_tokenizer: Any = None) -> LoadedModel:
+    """The toy model (``"toy"``, the default), a folder with a saved toy model, or a HuggingFace
+    causal LM by name or as a ready ``hf_model`` (with ``hf_tokenizer``) wrapped in a TransformerBridge."""
+    device = torch.device(device) if device is not None else default_device()
+    if hf_model is None and name == TOY:
+        from circuits.toy.model import load_model as load_toy
+
+        model, tok = load_toy(device=device)
+        return LoadedModel(model, tok, TOY)
+    if hf_model is None and Path(name).is_dir() and (Path(name) / "model.json").exists():
+        from circuits.toy.model import load_model as load_toy
+
+        model, tok = load_toy(name, device=device)
+        return LoadedModel(model, tok, str(name))
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if hf_model is None:
+        hf_model, hf_tokenizer = _load_hf(name)
+    if hf_tokenizer is None:
+        raise ModelLoadError(f"a tokenizer is needed with the model object given for {name!r}")
+    if getattr(hf_tokenizer, "bos_token", None) is None and getattr(hf_tokenizer, "eos_token", None) is not None:
+        hf_tokenizer.bos_token = hf_tokenizer.eos_token
+    hf_tokenizer.add_bos_token = True
+    bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=hf_tokenizer, device=device)
+    bridge.eval()
+    return LoadedModel(bridge, HFTokenizer(bridge.tokenizer), name)
+
+
+def _load_hf(name: str):
+    """Model and tokenizer from the local cache, or the hub when it is reachable; fails fast offline."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    local = Path(name).is_dir()
+    offline_only = os.environ.get("HF_HUB_OFFLINE") == "1" or not local and not _hub_reachable()
+    try:
+        tok = AutoTokenizer.from_pretrained(name, local_files_only=offline_only)
+        model = AutoModelForCausalLM.from_pretrained(name, local_files_only=offline_only, attn_implementation="eager")
+    except OSError as err:
+        if offline_only or "connect" in str(err).lower() or "offline" in str(err).lower():
+            raise _offline_error(name) from None
+        raise ModelLoadError(f"could not load {name!r}: {str(err).splitlines()[0]}") from None
+    return model, tok
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """One quick TCP connection to the hub, so an offline machine fails at once instead of retrying."""
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = urlparse(endpoint).hostname or "huggingface.co"
+    port = urlparse(endpoint).port or 443
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
