@@ -12,6 +12,7 @@ import logging
 import sys
 
 from circuits.errors import CircuitsError
+from replacement.errors import ReplacementError
 
 COMMAND_MODULES = [
     "circuits.commands.toy",
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except CircuitsError as err:
+    except (CircuitsError, ReplacementError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -32,3 +32,7 @@ class VocabularyError(TaskError):
 
 class ModelLoadError(CircuitsError):
     """A model could not be loaded (unknown name, weights not available offline, ...)."""
+
+
+class CircuitError(CircuitsError):
+    """A circuit or graph is unusable (empty, made with another model, size out of range, ...)."""
