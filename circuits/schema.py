@@ -42,6 +42,21 @@ class Schema:
         """Build from each span's first token index (the schema-CSV layout); a span ends where the next starts."""
         if len(names) != len(starts):
             raise SchemaError(f"{len(names)} span names but {len(starts)} start indices", source=source, line=line)
+        starts = [int(s) for s in starts]
+        for prev_name, name, prev, start in zip(names, names[1:], starts, starts[1:]):
+            if start < prev:
+                raise SchemaError(
+                    f"spans out of order: {name!r} starts at token {start}, before {prev_name!r} at token {prev}",
+                    source=source, line=line,
+                )
+            if start == prev:
+                raise SchemaError(
+                    f"spans {prev_name!r} and {name!r} overlap: both start at token {start}", source=source, line=line
+                )
+        if starts and starts[-1] >= int(length):
+            raise SchemaError(
+                f"span {names[-1]!r} starts at token {starts[-1]}, past the prompt's {length} tokens", source=source, line=line
+            )
         ends = list(starts[1:]) + [length]
         spans = tuple(Span(n, int(s), int(e)) for n, s, e in zip(names, starts, ends))
         try:
@@ -65,15 +80,18 @@ class Schema:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise SchemaError(f"span names repeat: {', '.join(dup)}")
-        prev: Span | None = None
         for span in self.spans:
             if span.end <= span.start:
                 raise SchemaError(f"span {span.name!r} is empty or reversed ({span.start}..{span.end})")
+        # Order first: a permutation of a good cover is "out of order", not "uncovered".
+        for before, span in zip(self.spans, self.spans[1:]):
+            if span.start < before.start:
+                raise SchemaError(f"spans out of order: {span.name!r} (at {span.start}) comes after {before.name!r} (at {before.start})")
+        prev: Span | None = None
+        for span in self.spans:
             if prev is None:
                 if span.start != 0:
                     raise SchemaError(f"tokens 0..{span.start - 1} are not covered: the first span {span.name!r} starts at {span.start}")
-            elif span.start < prev.start:
-                raise SchemaError(f"spans out of order: {span.name!r} (at {span.start}) comes after {prev.name!r} (at {prev.start})")
             elif span.start < prev.end:
                 raise SchemaError(f"spans {prev.name!r} ({prev.start}..{prev.end}) and {span.name!r} ({span.start}..{span.end}) overlap")
             elif span.start > prev.end:

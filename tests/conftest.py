@@ -1,0 +1,50 @@
+"""Shared fixtures: the shipped toy model (loaded once per session) and small file helpers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pytest
+
+from circuits.models import LoadedModel, load_model
+from circuits.toy.model import TOKENIZER_FILE, shipped_dir
+from circuits.toy.tokenizer import WordTokenizer
+
+
+@pytest.fixture(scope="session")
+def toy() -> LoadedModel:
+    """The embedded toy model on CPU, shared by every test that runs it (never modify it)."""
+    return load_model("toy", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def toy_tokenizer() -> WordTokenizer:
+    """The shipped word-level tokenizer, without the model."""
+    return WordTokenizer.load(shipped_dir() / TOKENIZER_FILE)
+
+
+@pytest.fixture
+def write_jsonl(tmp_path: Path) -> Callable[[Iterable[dict | str], str], Path]:
+    """Write records (dicts as JSON, strings verbatim) one per line into ``tmp_path / name``."""
+
+    def write(records: Iterable[dict | str], name: str = "task.jsonl") -> Path:
+        path = tmp_path / name
+        lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
+        path.write_text("".join(line + "\n" for line in lines))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def write_text(tmp_path: Path) -> Callable[[str, str], Path]:
+    """Write ``text`` into ``tmp_path / name``."""
+
+    def write(text: str, name: str) -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
