@@ -172,6 +172,7 @@ class ReplacementModel:
         frozen: FrozenState | None = None,
         sites: Iterable[str] | None = None,
         extra_hooks: list[tuple[str, Callable]] | None = None,
+        pre_hooks: list[tuple[str, Callable]] | None = None,
     ) -> RunResult:
         """Run the replaced model on ``tokens`` [batch, pos].
 
@@ -179,7 +180,8 @@ class ReplacementModel:
         output outright (used for interpolation). ``grad``: make each site output an autograd node
         (gradients via :meth:`RunResult.site_grads`). ``leaf``: rebuild each site output from
         detached leaves (direct effects). ``sites``: restrict splicing to these sites (others run
-        as in the original model).
+        as in the original model). ``pre_hooks`` / ``extra_hooks``: TransformerLens hooks added
+        before / after the sites' hooks.
         """
         edits = dict(edits or {})
         outputs = dict(outputs or {})
@@ -188,7 +190,7 @@ class ReplacementModel:
             self.site(name)  # unknown sites are an error, not a silent no-op
         records: dict[str, SiteRecord] = {}
         pending_f: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        hooks: list[tuple[str, Callable]] = []
+        hooks: list[tuple[str, Callable]] = list(pre_hooks or [])  # run before the sites' own hooks
 
         for site in active:
             d = self.dictionaries[site.name]

@@ -1,0 +1,272 @@
+"""Node effects: attribution patching, integrated gradients and exact patching.
+
+Every (site, position, feature | error) node of every example gets the effect on that example's
+metric of moving the node from its clean value to its target value (counterfactual, zero or
+mean). Methods:
+
+- ``atp``: first order, ``(target - clean) . grad`` at the clean input.
+- ``ig``: integrated gradients. ``ig_mode="inputs"`` (default) interpolates the whole residual
+  stream entering layer 0 from clean to target and reads the gradient at every site in the same
+  backward pass: ``steps`` forward+backward passes in all. ``ig_mode="per-site"`` interpolates one
+  site at a time (features and error jointly, the other sites computing freely), as Sparse
+  Feature Circuits does: ``sites x steps`` passes. Both average the gradient at the midpoints
+  ``alpha = (k + 1/2) / steps``.
+- ``exact``: real patching of each node on its own (ground truth; costly).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from attribution.core import (
+    AttributionError,
+    AttributionInputs,
+    SiteValues,
+    check_metric_values,
+    feature_grad,
+    site_output,
+    site_values,
+)
+from replacement.model import NodeEdit, ReplacementModel
+
+log = logging.getLogger(__name__)
+
+METHODS = ("atp", "ig", "exact")
+IG_MODES = ("inputs", "per-site")
+EMBED_HOOK = "blocks.0.hook_resid_pre"
+
+
+@dataclass
+class PassCounter:
+    """Forward and backward passes made (a pass over n sequences counts n / batch)."""
+
+    forward: float = 0.0
+    backward: float = 0.0
+
+
+@dataclass
+class NodeEffects:
+    """Per-example node effects on the metric.
+
+    ``features[site]`` [batch, pos, d_sae], ``errors[site]`` [batch, pos]; ``grads[site]`` the
+    (averaged) metric gradient at the site output [batch, pos, d] that produced them.
+    """
+
+    features: dict[str, torch.Tensor]
+    errors: dict[str, torch.Tensor]
+    method: str
+    valid: torch.Tensor
+    values: dict[str, SiteValues]
+    grads: dict[str, torch.Tensor] = field(default_factory=dict)
+    metric_clean: torch.Tensor | None = None
+    metric_target: torch.Tensor | None = None
+    passes: PassCounter = field(default_factory=PassCounter)
+
+    @property
+    def sites(self) -> list[str]:
+        return list(self.features)
+
+    def total(self) -> float:
+        """Sum of all node effects of one site kind... of every node, averaged over examples."""
+        s = sum(float(f.sum()) for f in self.features.values()) + sum(float(e.sum()) for e in self.errors.values())
+        return s / self.valid.shape[0]
+
+
+def _effects_from_grads(rm: ReplacementModel, values: dict[str, SiteValues], grads: dict[str, torch.Tensor]):
+    feats, errs = {}, {}
+    for name, v in values.items():
+        g = grads[name]
+        feats[name] = v.df * feature_grad(rm, name, g)
+        errs[name] = (v.de * g).sum(-1)
+    return feats, errs
+
+
+def _metric(inputs: AttributionInputs, logits: torch.Tensor, repeats: int = 1) -> torch.Tensor:
+    return check_metric_values(inputs.metric(logits, inputs.index(repeats)), logits.shape[0])
+
+
+def _grads_atp(rm: ReplacementModel, inputs: AttributionInputs, counter: PassCounter) -> dict[str, torch.Tensor]:
+    run = rm.run(inputs.clean, grad=True)
+    m = _metric(inputs, run.logits)
+    counter.forward += 1
+    counter.backward += 1
+    return {k: v.detach() for k, v in run.site_grads(m.sum()).items()}
+
+
+def _alphas(steps: int) -> list[float]:
+    return [(k + 0.5) / steps for k in range(steps)]
+
+
+def _grads_ig_inputs(
+    rm: ReplacementModel, inputs: AttributionInputs, values: dict[str, SiteValues], steps: int, chunk: int, counter: PassCounter, progress: bool
+) -> dict[str, torch.Tensor]:
+    b = inputs.batch_size
+    x0 = _embed_values(rm, inputs, values)
+    total: dict[str, torch.Tensor] = {}
+    alphas = _alphas(steps)
+    per = max(1, chunk // b)
+    for i in tqdm(range(0, steps, per), desc="integrated gradients", disable=not progress, leave=False):
+        group = alphas[i : i + per]
+        k = len(group)
+        a = torch.tensor(group, device=inputs.clean.device).repeat_interleave(b)[:, None, None]
+        start, end = x0[0].repeat(k, 1, 1), x0[1].repeat(k, 1, 1)
+        interp = start + a * (end - start)
+        hook = (EMBED_HOOK, lambda x, hook, v=interp: v)
+        run = rm.run(inputs.clean.repeat(k, 1), grad=True, pre_hooks=[hook])
+        m = _metric(inputs, run.logits, k)
+        grads = run.site_grads(m.sum())
+        counter.forward += k
+        counter.backward += k
+        for name, g in grads.items():
+            g = g.detach().view(k, b, *g.shape[1:]).sum(0)
+            total[name] = total.get(name, 0) + g
+    return {n: g / steps for n, g in total.items()}
+
+
+@torch.no_grad()
+def _embed_values(rm: ReplacementModel, inputs: AttributionInputs, values: dict[str, SiteValues]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clean and target residual stream entering layer 0, aligned to clean positions."""
+    if "embed" in values:
+        v = values["embed"]
+        return site_output(rm, "embed", v.f_clean, v.e_clean), site_output(rm, "embed", v.f_target, v.e_target)
+    from attribution.core import align
+
+    _, cache = rm.model.run_with_cache(inputs.clean, names_filter=lambda n: n == EMBED_HOOK)
+    clean = cache[EMBED_HOOK]
+    if inputs.corrupted is None:
+        raise AttributionError("integrated gradients over inputs without an embed site needs corrupted tokens")
+    _, cache = rm.model.run_with_cache(inputs.corrupted, names_filter=lambda n: n == EMBED_HOOK)
+    return clean, align(cache[EMBED_HOOK], inputs.corrupted_position)
+
+
+def _grads_ig_per_site(
+    rm: ReplacementModel, inputs: AttributionInputs, values: dict[str, SiteValues], steps: int, chunk: int, counter: PassCounter, progress: bool
+) -> dict[str, torch.Tensor]:
+    b = inputs.batch_size
+    alphas = _alphas(steps)
+    per = max(1, chunk // b)
+    out = {}
+    for name in tqdm(list(values), desc="integrated gradients per site", disable=not progress, leave=False):
+        v = values[name]
+        with torch.no_grad():
+            y0 = site_output(rm, name, v.f_clean, v.e_clean)
+            y1 = site_output(rm, name, v.f_target, v.e_target)
+        total = 0
+        for i in range(0, steps, per):
+            group = alphas[i : i + per]
+            k = len(group)
+            a = torch.tensor(group, device=y0.device).repeat_interleave(b)[:, None, None]
+            interp = y0.repeat(k, 1, 1) + a * (y1 - y0).repeat(k, 1, 1)
+            run = rm.run(inputs.clean.repeat(k, 1), grad=True, outputs={name: interp})
+            m = _metric(inputs, run.logits, k)
+            g = run.site_grads(m.sum(), [name])[name]
+            counter.forward += k
+            counter.backward += k
+            total = total + g.detach().view(k, b, *g.shape[1:]).sum(0)
+        out[name] = total / steps
+    return out
+
+
+def node_effects(
+    rm: ReplacementModel,
+    inputs: AttributionInputs,
+    method: str = "ig",
+    steps: int = 10,
+    baseline: str = "corrupted",
+    ig_mode: str = "inputs",
+    chunk: int = 1024,
+    progress: bool = False,
+) -> NodeEffects:
+    """Effect of every node on the metric, per example and position (see module docstring).
+
+    ``chunk`` bounds the sequences in one forward pass (interpolation steps are batched).
+    """
+    if method not in METHODS:
+        raise AttributionError(f"unknown method {method!r}; expected one of {METHODS}")
+    if steps < 1:
+        raise AttributionError(f"steps must be at least 1, got {steps}")
+    if ig_mode not in IG_MODES:
+        raise AttributionError(f"unknown ig_mode {ig_mode!r}; expected one of {IG_MODES}")
+    counter = PassCounter()
+    values = site_values(rm, inputs, baseline)
+    counter.forward += 1 + (baseline == "corrupted")
+    if method == "exact":
+        feats, errs = exact_node_effects(rm, inputs, values, chunk=chunk, progress=progress, counter=counter)
+        grads: dict[str, torch.Tensor] = {}
+    else:
+        if method == "atp":
+            grads = _grads_atp(rm, inputs, counter)
+        elif ig_mode == "inputs":
+            grads = _grads_ig_inputs(rm, inputs, values, steps, chunk, counter, progress)
+        else:
+            grads = _grads_ig_per_site(rm, inputs, values, steps, chunk, counter, progress)
+        feats, errs = _effects_from_grads(rm, values, grads)
+    return NodeEffects(feats, errs, method, inputs.valid, values, grads, passes=counter)
+
+
+# ----------------------------------------------------------------------------- exact patching
+
+
+def active_nodes(values: dict[str, SiteValues], valid: torch.Tensor, tol: float = 0.0) -> list[tuple[str, int, int, int]]:
+    """Every (site, example, position, feature | -1 for the error) whose target differs from its clean value."""
+    nodes = []
+    for name, v in values.items():
+        fb, fp, ff = torch.nonzero((v.df.abs() > tol) & valid[..., None], as_tuple=True)
+        nodes += [(name, int(b), int(p), int(f)) for b, p, f in zip(fb, fp, ff)]
+        eb, ep = torch.nonzero((v.de.abs().amax(-1) > tol) & valid, as_tuple=True)
+        nodes += [(name, int(b), int(p), -1) for b, p in zip(eb, ep)]
+    return nodes
+
+
+@torch.no_grad()
+def exact_node_effects(
+    rm: ReplacementModel,
+    inputs: AttributionInputs,
+    values: dict[str, SiteValues],
+    nodes: list[tuple[str, int, int, int]] | None = None,
+    chunk: int = 1024,
+    progress: bool = False,
+    counter: PassCounter | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Patch each node alone to its target value and measure the change of its example's metric.
+
+    Many (example, node) patches share one forward pass as rows of a large batch.
+    """
+    counter = counter or PassCounter()
+    b = inputs.batch_size
+    clean_metric = _metric(inputs, rm.run(inputs.clean).logits)
+    counter.forward += 1
+    feats = {n: torch.zeros_like(v.f_clean) for n, v in values.items()}
+    errs = {n: torch.zeros(v.e_clean.shape[:2], device=v.e_clean.device) for n, v in values.items()}
+    nodes = active_nodes(values, inputs.valid) if nodes is None else nodes
+    for i in tqdm(range(0, len(nodes), chunk), desc="exact patching", disable=not progress, leave=False):
+        group = nodes[i : i + chunk]
+        n = len(group)
+        ex = torch.tensor([g[1] for g in group], device=inputs.clean.device)
+        edits: dict[str, NodeEdit] = {}
+        for name in {g[0] for g in group}:
+            v = values[name]
+            rows = [j for j, g in enumerate(group) if g[0] == name]
+            fmask = torch.zeros(n, *v.f_clean.shape[1:], dtype=torch.bool, device=ex.device)
+            emask = torch.zeros(n, v.e_clean.shape[1], dtype=torch.bool, device=ex.device)
+            for j in rows:
+                _, _, p, f = group[j]
+                if f >= 0:
+                    fmask[j, p, f] = True
+                else:
+                    emask[j, p] = True
+            edits[name] = NodeEdit(v.f_target[ex], fmask, v.e_target[ex], emask)
+        logits = rm.run(inputs.clean[ex], edits).logits
+        patched = check_metric_values(inputs.metric(logits, ex), n)
+        counter.forward += n / b
+        delta = patched - clean_metric[ex]
+        for j, (name, eb, p, f) in enumerate(group):
+            if f >= 0:
+                feats[name][eb, p, f] = delta[j]
+            else:
+                errs[name][eb, p] = delta[j]
+    return feats, errs
