@@ -120,6 +120,9 @@ def load_task(
             missing = [f for f in REQUIRED_FIELDS if f not in rec]
             if missing:
                 raise TaskError(f"missing field {', '.join(repr(m) for m in missing)}", source=src, line=line)
+            not_text = [f for f in REQUIRED_FIELDS if not isinstance(rec[f], str)]
+            if not_text:
+                raise TaskError(f"field {not_text[0]!r} must be a string, got {rec[not_text[0]]!r}", source=src, line=line)
             records.append((line, rec))
     if not records:
         raise TaskError("no examples", source=src)
@@ -138,7 +141,11 @@ def load_task(
         elif len(corrupted) == len(clean):
             s_corr = s_clean
         else:
-            s_corr = per_token_schema(len(corrupted))
+            raise SchemaError(
+                f"the counterfactual is {len(corrupted)} tokens and the clean prompt {len(clean)}: "
+                "prompts of different lengths need schema CSVs for both (schema and corrupted_schema)",
+                source=src, line=line,
+            )
         ex = Example(
             clean, corrupted, answers, wrong, s_clean, s_corr,
             clean_text=rec["clean_prefix"], corrupted_text=rec["patch_prefix"],
@@ -181,6 +188,11 @@ def _pick_schema(rows, k: int, prompt: str, ids: list[int], path, line: int) -> 
     return schema
 
 
+def _spaced(answer: str) -> str:
+    """An answer as the next token of a prompt: with its leading space, as Sparse-Feature-Circuits writes it."""
+    return answer if answer[:1].isspace() else " " + answer
+
+
 def save_task(task: Task, path: str | Path, schema: str | Path | None = None, corrupted_schema: str | Path | None = None) -> None:
     """Write ``task`` as JSONL (and its schemas as CSV when paths are given); readable by :func:`load_task`."""
     path = Path(path)
@@ -188,15 +200,17 @@ def save_task(task: Task, path: str | Path, schema: str | Path | None = None, co
     def write(tmp: str) -> None:
         with open(tmp, "w") as fh:
             for ex in task.examples:
+                answers = [_spaced(a) for a in ex.answer_texts]
+                wrong = [_spaced(w) for w in ex.wrong_texts]
                 rec = {
                     "clean_prefix": ex.clean_text,
                     "patch_prefix": ex.corrupted_text,
-                    "clean_answer": ex.answer_texts[0],
-                    "patch_answer": ex.wrong_texts[0],
+                    "clean_answer": answers[0],
+                    "patch_answer": wrong[0],
                 }
-                if len(ex.answer_texts) > 1 or len(ex.wrong_texts) > 1:
-                    rec["clean_answers"] = ex.answer_texts
-                    rec["patch_answers"] = ex.wrong_texts
+                if len(answers) > 1 or len(wrong) > 1:
+                    rec["clean_answers"] = answers
+                    rec["patch_answers"] = wrong
                 if ex.case:
                     rec["case"] = ex.case
                 fh.write(json.dumps(rec) + "\n")
