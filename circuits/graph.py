@@ -251,7 +251,9 @@ def new_graph(
     return G
 
 
-def add_node(G: nx.DiGraph, site: str, position: Position, index: Index, *, effect: float = 0.0, label: str = "", **extra: Any) -> str:
+def add_node(
+    G: nx.DiGraph, site: str, position: Position, index: Index, *, effect: float = 0.0, label: str = "", **extra: Any
+) -> str:
     """Add (or update) a feature or error node with the schema's attributes; returns its id."""
     nid = node_id(site, position, index)
     G.add_node(nid, **node_attributes(site, position, index, effect=effect, label=label), **extra)
