@@ -8,6 +8,7 @@ retries.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass
@@ -109,15 +110,23 @@ def load_model(name: str = TOY, device: str | torch.device | None = None, hf_mod
 
         model, tok = load_toy(name, device=device)
         return LoadedModel(model, tok, str(name))
-    from transformer_lens.model_bridge import TransformerBridge
-
     if hf_model is None:
         hf_model, hf_tokenizer = _load_hf(name)
+    from transformer_lens.model_bridge import TransformerBridge
+
     if hf_tokenizer is None:
         raise ModelLoadError(f"a tokenizer is needed with the model object given for {name!r}")
+    # The bridge sets BOS, padding and special tokens on the tokenizer: work on a copy, so that the
+    # caller's tokenizer keeps encoding as it did.
+    hf_tokenizer = copy.deepcopy(hf_tokenizer)
     if getattr(hf_tokenizer, "bos_token", None) is None and getattr(hf_tokenizer, "eos_token", None) is not None:
         hf_tokenizer.bos_token = hf_tokenizer.eos_token
     hf_tokenizer.add_bos_token = True
+    # TransformerBridge reads the tokenizer's name from init_kwargs; one built in memory
+    # (PreTrainedTokenizerFast(tokenizer_object=...)) has none.
+    init_kwargs = getattr(hf_tokenizer, "init_kwargs", None)
+    if isinstance(init_kwargs, dict) and "name_or_path" not in init_kwargs:
+        init_kwargs["name_or_path"] = getattr(hf_tokenizer, "name_or_path", "") or name
     bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=hf_tokenizer, device=device)
     bridge.eval()
     return LoadedModel(bridge, HFTokenizer(bridge.tokenizer), name)
@@ -132,23 +141,30 @@ def _load_hf(name: str):
     try:
         tok = AutoTokenizer.from_pretrained(name, local_files_only=offline_only)
         model = AutoModelForCausalLM.from_pretrained(name, local_files_only=offline_only, attn_implementation="eager")
-    except OSError as err:
+    except (OSError, ValueError) as err:
         if offline_only or "connect" in str(err).lower() or "offline" in str(err).lower():
             raise _offline_error(name) from None
         raise ModelLoadError(f"could not load {name!r}: {str(err).splitlines()[0]}") from None
     return model, tok
 
 
-def _hub_reachable(timeout: float = 2.0) -> bool:
-    """One quick TCP connection to the hub, so an offline machine fails at once instead of retrying."""
-    import socket
-    from urllib.parse import urlparse
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick HTTP request to the endpoint the HuggingFace libraries will use, so that an offline
+    machine fails at once instead of going through their retries.
 
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    host = urlparse(endpoint).hostname or "huggingface.co"
-    port = urlparse(endpoint).port or 443
+    An HTTP request rather than a bare TCP connection: it goes through the proxy settings the hub
+    client also honours, and an interceptor that accepts connections but never answers as a web
+    server does not pass for the hub. Any answer but a server error or rate limit counts as reachable.
+    """
+    from urllib.error import HTTPError, URLError
+    from urllib.request import Request, urlopen
+
+    from huggingface_hub import constants
+
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with urlopen(Request(constants.ENDPOINT, method="HEAD"), timeout=timeout):
             return True
-    except OSError:
+    except HTTPError as err:
+        return err.code < 500 and err.code != 429
+    except (URLError, OSError, ValueError):
         return False

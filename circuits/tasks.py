@@ -209,6 +209,10 @@ def example_from_prompt(prompt: language.Prompt, tokenizer: TextTokenizer) -> Ex
 
     def schema_for(words: list[str]) -> tuple[list[int], Schema]:
         ids, word_starts = tokenizer.encode_words(words)
+        if len(ids) - word_starts[-1] != 1:
+            raise TaskError(
+                f"the last word {words[-1]!r} is {len(ids) - word_starts[-1]} tokens, a prompt's last word must be one"
+            )
         starts = [0] + [word_starts[w] for _, w in prompt.spans[1:]]
         return ids, Schema.from_starts([n for n, _ in prompt.spans], starts, len(ids))
 
@@ -277,12 +281,33 @@ def available_tasks() -> list[str]:
 
 
 def make_task(name: str, tokenizer: TextTokenizer, n: int = 64, seed: int = 0) -> Task:
-    """``n`` examples of the built-in task ``name``, generated deterministically from ``seed``."""
+    """``n`` examples of the built-in task ``name``, generated deterministically from ``seed``.
+
+    With a tokenizer other than the toy one, a generated prompt whose answer or last word is
+    several tokens cannot be an example; it is skipped and another drawn. If fewer than about
+    half of the prompts fit, the task cannot be built and :class:`TaskError` says why.
+    """
     if name not in TASKS:
         raise TaskError(f"unknown task {name!r}; built-in tasks are {', '.join(available_tasks())}")
     if n < 1:
         raise TaskError(f"a task needs at least one example, asked for {n}", source=name)
     spec = TASKS[name]
     rng = random.Random(f"{name}:{EVAL_SEED + seed}")
-    examples = [example_from_prompt(spec.generate(rng), tokenizer) for _ in range(n)]
+    examples: list[Example] = []
+    first_problem: TaskError | None = None
+    draws = 0
+    max_draws = 2 * n + 50
+    while len(examples) < n:
+        if draws >= max_draws:
+            raise TaskError(
+                f"only {len(examples)} of {draws} generated prompts fit this tokenizer (answers and the last "
+                f"word of a prompt must be single tokens); first problem: {first_problem}",
+                source=name,
+            )
+        prompt = spec.generate(rng)
+        draws += 1
+        try:
+            examples.append(example_from_prompt(prompt, tokenizer))
+        except TaskError as err:  # a word this tokenizer splits where one token is needed: draw again
+            first_problem = first_problem or err
     return Task(name, examples, spec.metric, spec.description)
