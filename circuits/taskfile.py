@@ -37,6 +37,7 @@ def read_schema_csv(path: str | Path) -> list[tuple[str, Schema]]:
     """Each row's prompt and schema; errors name the file and line."""
     path = Path(path)
     src = str(path)
+    _require_file(path)
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
@@ -56,6 +57,11 @@ def read_schema_csv(path: str | Path) -> list[tuple[str, Schema]]:
                 raise TaskError("span starts and length must be integers", source=src, line=line) from None
             rows.append((row["prompt"], Schema.from_starts(span_cols, starts, length, source=src, line=line)))
     return rows
+
+
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        raise TaskError("no such file" if not path.exists() else "not a file", source=str(path))
 
 
 def write_schema_csv(path: str | Path, prompts: Iterable[str], schemas: Iterable[Schema]) -> None:
@@ -105,6 +111,7 @@ def load_task(
     """A task from a Sparse-Feature-Circuits JSONL file, with optional schema CSVs."""
     path = Path(path)
     src = str(path)
+    _require_file(path)
     records = []
     with path.open() as fh:
         for i, raw in enumerate(fh):

@@ -268,3 +268,14 @@ def test_a_failed_save_leaves_no_file_behind(tmp_path: Path, toy_tokenizer: Word
     with pytest.raises(IndexError):
         save_task(task, tmp_path / "t.jsonl")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_files_are_task_errors(write_jsonl: Callable, tmp_path: Path, toy_tokenizer: WordTokenizer) -> None:
+    with pytest.raises(TaskError, match="no such file") as err:
+        load_task(tmp_path / "nope.jsonl", toy_tokenizer)
+    assert str(tmp_path / "nope.jsonl") in str(err.value)
+    path = write_jsonl(SFC_LINES)
+    with pytest.raises(TaskError, match="nope.csv: no such file"):
+        load_task(path, toy_tokenizer, schema=tmp_path / "nope.csv")
+    with pytest.raises(TaskError, match="not a file"):
+        load_task(tmp_path, toy_tokenizer)
