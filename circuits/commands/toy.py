@@ -27,7 +27,7 @@ def register(sub) -> None:
     add_output_options(ev)
     ev.add_argument("-n", "--examples", type=int, default=256, help="held-out examples per task")
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--tasks", nargs="*", default=None, help="task names (default: all built-in)")
+    ev.add_argument("--tasks", nargs="*", default=None, help="built-in task names or JSONL task files (default: every built-in task)")
     ev.set_defaults(func=_eval)
 
 
@@ -57,14 +57,15 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from circuits.behaviour import run_task
+    from circuits.commands.tasks import resolve_task
     from circuits.models import load_model
-    from circuits.tasks import available_tasks, make_task
+    from circuits.tasks import available_tasks
 
     loaded = load_model(args.model, device=args.device)
     names = args.tasks or available_tasks()
     results = {}
     for name in names:
-        task = make_task(name, loaded.tokenizer, n=args.examples, seed=args.seed)
+        task = resolve_task(name, loaded.tokenizer, n=args.examples, seed=args.seed)
         results[name] = run_task(loaded.model, task, loaded.tokenizer.pad_id).as_dict()
     if args.json:
         print(json.dumps(results))
