@@ -110,7 +110,7 @@ class ReplacementModel:
 
     def __init__(self, model: Any, dictionaries: Mapping[str, Any] | Any):
         self.model = model
-        if hasattr(dictionaries, "sites") and not isinstance(dictionaries, Mapping):
+        if hasattr(dictionaries, "sites"):
             self.dictionary_set = dictionaries
             sites = list(dictionaries.sites)
             dicts = {s.name: dictionaries[s.name] for s in sites}
@@ -135,7 +135,10 @@ class ReplacementModel:
                 if hook not in hooks:
                     raise SiteError(f"site {site.name}: the model has no hook {hook!r}")
             if site.hook_out in out_hooks:
-                raise SiteError(f"sites {out_hooks[site.hook_out]} and {site.name} both write {site.hook_out}")
+                raise SiteError(
+                    f"sites {out_hooks[site.hook_out]} and {site.name} both write {site.hook_out}; "
+                    "choose one, e.g. DictionarySet.select(kinds=SAE_KINDS) or MIXED_KINDS"
+                )
             out_hooks[site.hook_out] = site.name
             d = self.dictionaries[site.name]
             d_model = self.model.cfg.d_model

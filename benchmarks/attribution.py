@@ -1,0 +1,113 @@
+"""Benchmark of node and edge attribution on the toy model (prints numbers; not a test).
+
+    python benchmarks/attribution.py --json
+
+Measures, in one run on the same batch: wall time of node attribution (IG, 10 steps) and of
+edge attribution (every upstream node of the top downstream nodes at span level), the forward
+and backward passes each made, peak memory, and ``ratio_to_floor``: the whole attribution's time
+divided by the time of 10 plain forward+backward passes of the replacement model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import torch
+
+from attribution.edges import Target, edge_effects
+from attribution.nodes import node_effects
+from attribution.positions import PositionMap
+from circuits.attribute import attribution_inputs
+from circuits.models import load_model
+from circuits.replaced import load_replacement
+from circuits.tasks import make_task
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def top_targets(rm, nodes, positions: PositionMap, n: int) -> list[Target]:
+    """The ``n`` downstream nodes (all sites but the first) with the largest |aggregated effect|."""
+    cands = []
+    for site in rm.site_names[1:]:
+        f = positions.aggregate(nodes.features[site])
+        e = positions.aggregate(nodes.errors[site])
+        for p, i in torch.nonzero(f != 0, as_tuple=False).tolist():
+            cands.append((abs(float(f[p, i])), Target(site, p, i)))
+        for p in range(e.shape[0]):
+            cands.append((abs(float(e[p])), Target(site, p, -1)))
+    cands.sort(key=lambda c: -c[0])
+    return [t for _, t in cands[:n]]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--examples", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--targets", type=int, default=200, help="downstream nodes whose incoming edges are computed")
+    ap.add_argument("--task", default="ioi")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    loaded = load_model("toy", device=args.device)
+    rm = load_replacement(loaded)
+    task = make_task(args.task, loaded.tokenizer, n=args.examples)
+    batch = task.batch(loaded.tokenizer.pad_id).to(loaded.device)
+    inputs = attribution_inputs(batch)
+    positions = PositionMap.spans(batch.clean_span, batch.span_names)
+    sync = torch.cuda.synchronize if loaded.device.type == "cuda" else (lambda: None)
+    if loaded.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    # warm-up (first calls allocate and compile kernels)
+    node_effects(rm, inputs, method="atp")
+
+    rss0 = peak_rss_mb()
+    sync()
+    t0 = time.perf_counter()
+    nodes = node_effects(rm, inputs, method="ig", steps=args.steps)
+    sync()
+    t_nodes = time.perf_counter() - t0
+    targets = top_targets(rm, nodes, positions, args.targets)
+    t1 = time.perf_counter()
+    edges = edge_effects(rm, inputs, nodes, targets, positions)
+    sync()
+    t_edges = time.perf_counter() - t1
+
+    # floor: 10 plain forward+backward passes of the replacement model on the same batch
+    t2 = time.perf_counter()
+    for _ in range(10):
+        run = rm.run(inputs.clean, grad=True)
+        m = inputs.metric(run.logits, inputs.index()).sum()
+        run.site_grads(m)
+    sync()
+    t_floor = time.perf_counter() - t2
+
+    result = {
+        "device": str(loaded.device),
+        "examples": args.examples,
+        "steps": args.steps,
+        "sites": len(rm.site_names),
+        "node_seconds": round(t_nodes, 3),
+        "edge_seconds": round(t_edges, 3),
+        "edge_targets": len(targets),
+        "edges_nonzero": len(edges.edges()),
+        "node_passes": {"forward": nodes.passes.forward, "backward": nodes.passes.backward},
+        "edge_passes": {"forward": edges.passes.forward, "backward_batched": edges.passes.backward},
+        "floor_seconds": round(t_floor, 3),
+        "ratio_to_floor": round((t_nodes + t_edges) / t_floor, 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_increase_mb": round(peak_rss_mb() - rss0, 1),
+    }
+    if loaded.device.type == "cuda":
+        result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    print(json.dumps(result) if args.json else "\n".join(f"{k:<24} {v}" for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    main()
