@@ -67,7 +67,8 @@ def test_export_then_show_and_eval_the_file(
     assert shown[0] == "sva_pp: 12 examples, metric logit_diff, spans prefix | subj | prep | det | attractor"
     first = task.examples[0]
     words = first.clean_text.split()
-    assert shown[1].split(None, 1)[1] == f"[prefix: <bos> The] [subj: {words[1]}] [prep: {words[2]}] [det: the] [attractor: {words[4]}]"
+    spans = f"[prefix: <bos> The] [subj: {words[1]}] [prep: {words[2]}] [det: the] [attractor: {words[4]}]"
+    assert shown[1].split(None, 1)[1] == spans
     assert len([s for s in shown if s.strip().startswith("clean")]) == 2
 
     assert main(["toy", "eval", "--json", "--tasks", str(out), "--device", "cpu"]) == 0

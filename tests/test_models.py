@@ -21,10 +21,11 @@ from circuits.behaviour import run_task
 from circuits.errors import ModelLoadError, TaskError
 from circuits.models import HFTokenizer, LoadedModel, load_model
 from circuits.taskfile import load_task, save_task
-from circuits.tasks import make_task, metric_per_example
+from circuits.tasks import Task, make_task, metric_per_example
 from circuits.toy.language import NAMES, generate_corpus
 from circuits.toy.model import ToyModelConfig, save_model
 from circuits.toy.tokenizer import WordTokenizer, to_hf_tokenizer
+
 
 @pytest.fixture
 def silent_server() -> Iterator[str]:
@@ -45,7 +46,9 @@ def no_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def tiny_gpt2(vocab_size: int, seed: int = 0) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
-    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=vocab_size, bos_token_id=None, eos_token_id=None)
+    config = GPT2Config(
+        n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=vocab_size, bos_token_id=None, eos_token_id=None
+    )
     config._attn_implementation = "eager"
     return GPT2LMHeadModel(config).eval()
 
@@ -151,7 +154,9 @@ def test_a_model_object_needs_its_tokenizer() -> None:
 # ----------------------------------------------------------------------------- the HuggingFace path
 
 
-def test_bridge_logits_equal_the_hf_model(word_level_gpt2: tuple[LoadedModel, GPT2LMHeadModel], toy_tokenizer: WordTokenizer) -> None:
+def test_bridge_logits_equal_the_hf_model(
+    word_level_gpt2: tuple[LoadedModel, GPT2LMHeadModel], toy_tokenizer: WordTokenizer
+) -> None:
     loaded, hf = word_level_gpt2
     assert type(loaded.model).__name__ == "TransformerBridge"
     assert isinstance(loaded.tokenizer, HFTokenizer)
@@ -225,14 +230,8 @@ def test_a_bpe_task_lines_up_prompts_of_different_lengths(bpe_gpt2, tmp_path: Pa
     ]
     # Right padding with pad = BOS (GPT-2 style): each example's value is the one it has alone.
     result = run_task(loaded.model, task, tok.pad_id)
-    alone = [run_task(loaded.model, make_task_of(task, i), tok.pad_id).values[0] for i in range(0, 24, 5)]
+    alone = [run_task(loaded.model, Task("one", [task.examples[i]]), tok.pad_id).values[0] for i in range(0, 24, 5)]
     assert [result.values[i] for i in range(0, 24, 5)] == pytest.approx(alone, abs=1e-4)
-
-
-def make_task_of(task, i: int):
-    from circuits.tasks import Task
-
-    return Task(task.name, [task.examples[i]], task.metric)
 
 
 def test_a_saved_hf_folder_loads_offline_by_path(bpe_gpt2, tmp_path: Path, no_hub: None) -> None:
@@ -245,8 +244,9 @@ def test_a_saved_hf_folder_loads_offline_by_path(bpe_gpt2, tmp_path: Path, no_hu
     loaded = load_model(str(folder), device="cpu")
     assert time.monotonic() - start < 20
     assert loaded.name == str(folder)
-    ids = loaded.tokenizer.encode("Then , Mary and John went to the park . John gave a ring to")
-    assert ids[0] == tok.bos_token_id and ids[1:] == tok("Then , Mary and John went to the park . John gave a ring to")["input_ids"]
+    text = "Then , Mary and John went to the park . John gave a ring to"
+    ids = loaded.tokenizer.encode(text)
+    assert ids[0] == tok.bos_token_id and ids[1:] == tok(text)["input_ids"]
     toks = torch.tensor([ids])
     with torch.no_grad():
         assert torch.allclose(loaded.model(toks), hf(toks).logits, atol=1e-4)
