@@ -133,3 +133,18 @@ def test_the_example_script_runs(toy, monkeypatch: pytest.MonkeyPatch, capsys: p
     assert out[-1].startswith("accuracy ") and out[-1].endswith("(16 examples)")
     accuracy = float(out[-1].split()[1])
     assert accuracy >= 0.95
+
+
+def test_model_option_with_a_hub_name_offline_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "https://huggingface.invalid")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert main(["toy", "eval", "--model", "gpt2", "--tasks", "ioi", "-n", "4", "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("error: the weights of 'gpt2' are not available offline")
+    assert captured.err.count("\n") == 1
