@@ -7,10 +7,16 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import pytest
+import torch
 
 from circuits.models import LoadedModel, load_model
 from circuits.toy.model import TOKENIZER_FILE, shipped_dir
 from circuits.toy.tokenizer import WordTokenizer
+
+
+# The models under test are tiny: one thread is as fast as several on an idle machine and much
+# faster on a shared one, where spinning intra-op threads compete for the same cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
