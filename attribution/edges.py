@@ -103,7 +103,7 @@ def edge_effects(
         """Turn gradients at one upstream site's leaves into aggregated edge effects."""
         v = values[name]
         f_eff = gf * v.df if gf is not None else torch.zeros_like(v.df)
-        e_eff = (ge * v.de).sum(-1) if ge is not None else torch.zeros(v.de.shape[:-1], device=v.de.device)
+        e_eff = (ge * v.de).sum(-1) if ge is not None else torch.zeros(v.de.shape[:-1], device=v.de.device, dtype=v.de.dtype)
         return positions.aggregate(f_eff), positions.aggregate(e_eff)
 
     # Direct edges into the metric: one backward of the metric in leaf mode.

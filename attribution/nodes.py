@@ -241,7 +241,7 @@ def exact_node_effects(
     clean_metric = _metric(inputs, rm.run(inputs.clean).logits)
     counter.forward += 1
     feats = {n: torch.zeros_like(v.f_clean) for n, v in values.items()}
-    errs = {n: torch.zeros(v.e_clean.shape[:2], device=v.e_clean.device) for n, v in values.items()}
+    errs = {n: torch.zeros(v.e_clean.shape[:2], device=v.e_clean.device, dtype=v.e_clean.dtype) for n, v in values.items()}
     nodes = active_nodes(values, inputs.valid) if nodes is None else nodes
     for i in tqdm(range(0, len(nodes), chunk), desc="exact patching", disable=not progress, leave=False):
         group = nodes[i : i + chunk]

@@ -126,15 +126,18 @@ def _path_patch(rm: ReplacementModel, inputs: AttributionInputs, values, edges: 
 
 
 def validate_edges(
-    rm: ReplacementModel, inputs: AttributionInputs, n_edges: int = 240, examples: int = 4, targets_per_site: int = 12, steps: int = 10, seed: int = 0
+    rm: ReplacementModel, inputs: AttributionInputs, n_edges: int = 240, examples: int = 4, targets_per_site: int = 12,
+    steps: int = 10, seed: int = 0, method: str = "ig",
 ) -> tuple[float, int]:
-    """Spearman correlation of edge effects with path patching over ``n_edges`` sampled edges."""
+    """Spearman correlation of edge effects with path patching over ``n_edges`` sampled edges.
+
+    ``method`` gives the downstream gradient: ``ig`` (integrated) or ``atp`` (at the clean input)."""
     rng = random.Random(seed)
     scores, real = [], []
     per_example = max(1, n_edges // examples)
     for b in range(min(examples, inputs.batch_size)):
         one = _single(inputs, b)
-        nodes = node_effects(rm, one, method="ig", steps=steps)
+        nodes = node_effects(rm, one, method=method, steps=steps)
         pm = PositionMap.tokens(one.clean_lengths, one.clean.shape[1])
         targets = []
         for site in rm.site_names[1:]:
