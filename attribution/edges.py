@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from attribution.core import AttributionError, AttributionInputs
-from attribution.nodes import NodeEffects, PassCounter
+from attribution.nodes import EMBED_HOOK, NodeEffects, PassCounter, _alphas, _embed_values
 from attribution.positions import PositionMap
 from replacement.model import ReplacementModel
 
@@ -79,12 +79,18 @@ def edge_effects(
     positions: PositionMap,
     rows_per_pass: int = 64,
     progress: bool = False,
+    jacobian_steps: int = 1,
 ) -> EdgeEffects:
     """Edges from every upstream node into each of ``targets``, and every node's direct edge into the metric.
 
     ``nodes`` supplies the downstream gradients (IG-averaged when computed with ``ig``) and the
-    upstream changes; ``positions`` the aggregation (token, span or agnostic).
+    upstream changes; ``positions`` the aggregation (token, span or agnostic). With
+    ``jacobian_steps`` > 1 the direct derivative is averaged over that many points of the
+    clean -> counterfactual input path (midpoints) instead of taken at the clean input alone,
+    which follows downstream features that the change pushes across their threshold.
     """
+    if jacobian_steps < 1:
+        raise AttributionError(f"jacobian_steps must be at least 1, got {jacobian_steps}")
     if not nodes.grads:
         raise AttributionError("edge effects need node effects computed with 'atp' or 'ig' (they carry the gradients)")
     site_order = {s: i for i, s in enumerate(rm.site_names)}
@@ -93,65 +99,78 @@ def edge_effects(
             raise AttributionError(f"unknown site {t.site!r} in edge targets; sites are {', '.join(rm.site_names)}")
     counter = PassCounter()
     valid = inputs.valid
-    run = rm.run(inputs.clean, leaf=True)
-    counter.forward += 1
-    recs = run.records
-    leaves = {n: (r.leaf_features, r.leaf_error) for n, r in recs.items()}
     values = nodes.values
-
-    def contract(name: str, gf: torch.Tensor | None, ge: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Turn gradients at one upstream site's leaves into aggregated edge effects."""
-        v = values[name]
-        f_eff = gf * v.df if gf is not None else torch.zeros_like(v.df)
-        e_eff = (ge * v.de).sum(-1) if ge is not None else torch.zeros(v.de.shape[:-1], device=v.de.device, dtype=v.de.dtype)
-        return positions.aggregate(f_eff), positions.aggregate(e_eff)
-
-    # Direct edges into the metric: one backward of the metric in leaf mode.
-    m = inputs.metric(run.logits, inputs.index()).sum()
-    names = list(leaves)
-    flat = [t for n in names for t in leaves[n]]
-    grads = torch.autograd.grad(m, flat, retain_graph=True, allow_unused=True)
-    counter.backward += 1
-    to_metric = {n: contract(n, grads[2 * i], grads[2 * i + 1]) for i, n in enumerate(names)}
-
-    incoming: dict[Target, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
     by_site: dict[str, list[Target]] = {}
     for t in targets:
         by_site.setdefault(t.site, []).append(t)
-    bar = tqdm(total=len(targets), desc="edge attribution", disable=not progress, leave=False)
-    for site, tgts in by_site.items():
-        upstream = [n for n in names if site_order[n] < site_order[site]]
-        if not upstream:
-            for t in tgts:
-                incoming[t] = {}
-            bar.update(len(tgts))
-            continue
-        up_flat = [t for n in upstream for t in leaves[n]]
-        live_f, live_e = recs[site].features, recs[site].error
-        g = nodes.grads[site]  # [batch, pos, d_out]
-        g_f = g @ rm.dictionaries[site].W_dec.T.to(g.dtype)  # [batch, pos, d_sae]
-        group = positions.group.to(g.device)  # [batch, pos]
-        for i in range(0, len(tgts), rows_per_pass):
-            chunk = tgts[i : i + rows_per_pass]
-            k = len(chunk)
-            cot_f = torch.zeros(k, *live_f.shape, device=g.device, dtype=live_f.dtype)
-            cot_e = torch.zeros(k, *live_e.shape, device=g.device, dtype=live_e.dtype)
-            for j, t in enumerate(chunk):
-                sel = (group == t.position) & valid
-                if t.index == ERROR:
-                    cot_e[j][sel] = g[sel]
-                else:
-                    cot_f[j][sel, t.index] = g_f[sel][:, t.index]
-            outs = torch.autograd.grad(
-                [live_f, live_e], up_flat, grad_outputs=[cot_f, cot_e],
-                retain_graph=True, allow_unused=True, is_grads_batched=True,
-            )
-            counter.backward += 1
-            for j, t in enumerate(chunk):
-                incoming[t] = {
-                    n: contract(n, None if outs[2 * u] is None else outs[2 * u][j], None if outs[2 * u + 1] is None else outs[2 * u + 1][j])
-                    for u, n in enumerate(upstream)
-                }
-            bar.update(k)
+    incoming: dict[Target, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {t: {} for t in targets}
+    to_metric: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def contract(name: str, gf: torch.Tensor | None, ge: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Turn gradients at one upstream site's leaves into aggregated edge effects (one step's share)."""
+        v = values[name]
+        f_eff = gf * v.df if gf is not None else torch.zeros_like(v.df)
+        e_eff = (ge * v.de).sum(-1) if ge is not None else torch.zeros(v.de.shape[:-1], device=v.de.device, dtype=v.de.dtype)
+        return positions.aggregate(f_eff) / jacobian_steps, positions.aggregate(e_eff) / jacobian_steps
+
+    def add(store: dict, name: str, pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+        if name in store:
+            store[name] = (store[name][0] + pair[0], store[name][1] + pair[1])
+        else:
+            store[name] = pair
+
+    if jacobian_steps == 1:
+        hooks_per_step: list[list] = [[]]
+    else:
+        x0, x1 = _embed_values(rm, inputs, values)
+        hooks_per_step = [
+            [(EMBED_HOOK, lambda x, hook, v=x0 + a * (x1 - x0): v)] for a in _alphas(jacobian_steps)
+        ]
+    bar = tqdm(total=len(targets) * len(hooks_per_step), desc="edge attribution", disable=not progress, leave=False)
+    for hooks in hooks_per_step:
+        run = rm.run(inputs.clean, leaf=True, pre_hooks=hooks)
+        counter.forward += 1
+        recs = run.records
+        leaves = {n: (r.leaf_features, r.leaf_error) for n, r in recs.items()}
+        names = list(leaves)
+        # Direct edges into the metric: one backward of the metric in leaf mode.
+        m = inputs.metric(run.logits, inputs.index()).sum()
+        flat = [t for n in names for t in leaves[n]]
+        grads = torch.autograd.grad(m, flat, retain_graph=True, allow_unused=True)
+        counter.backward += 1
+        for i, n in enumerate(names):
+            add(to_metric, n, contract(n, grads[2 * i], grads[2 * i + 1]))
+        for site, tgts in by_site.items():
+            upstream = [n for n in names if site_order[n] < site_order[site]]
+            if not upstream:
+                bar.update(len(tgts))
+                continue
+            up_flat = [t for n in upstream for t in leaves[n]]
+            live_f, live_e = recs[site].features, recs[site].error
+            g = nodes.grads[site]  # [batch, pos, d_out]
+            g_f = g @ rm.dictionaries[site].W_dec.T.to(g.dtype)  # [batch, pos, d_sae]
+            group = positions.group.to(g.device)  # [batch, pos]
+            for i in range(0, len(tgts), rows_per_pass):
+                chunk = tgts[i : i + rows_per_pass]
+                k = len(chunk)
+                cot_f = torch.zeros(k, *live_f.shape, device=g.device, dtype=live_f.dtype)
+                cot_e = torch.zeros(k, *live_e.shape, device=g.device, dtype=live_e.dtype)
+                for j, t in enumerate(chunk):
+                    sel = (group == t.position) & valid
+                    if t.index == ERROR:
+                        cot_e[j][sel] = g[sel]
+                    else:
+                        cot_f[j][sel, t.index] = g_f[sel][:, t.index]
+                outs = torch.autograd.grad(
+                    [live_f, live_e], up_flat, grad_outputs=[cot_f, cot_e],
+                    retain_graph=True, allow_unused=True, is_grads_batched=True,
+                )
+                counter.backward += 1
+                for j, t in enumerate(chunk):
+                    for u, n in enumerate(upstream):
+                        gf, ge = outs[2 * u], outs[2 * u + 1]
+                        add(incoming[t], n, contract(n, None if gf is None else gf[j], None if ge is None else ge[j]))
+                bar.update(k)
+        del run, recs, leaves
     bar.close()
     return EdgeEffects(incoming, to_metric, positions, counter)

@@ -127,7 +127,7 @@ def _path_patch(rm: ReplacementModel, inputs: AttributionInputs, values, edges: 
 
 def validate_edges(
     rm: ReplacementModel, inputs: AttributionInputs, n_edges: int = 240, examples: int = 4, targets_per_site: int = 12,
-    steps: int = 10, seed: int = 0, method: str = "ig",
+    steps: int = 10, seed: int = 0, method: str = "ig", jacobian_steps: int = 1,
 ) -> tuple[float, int]:
     """Spearman correlation of edge effects with path patching over ``n_edges`` sampled edges.
 
@@ -146,7 +146,7 @@ def validate_edges(
             targets += [Target(site, int(i) // f.shape[1], int(i) % f.shape[1]) for i in top if float(f.flatten()[i]) != 0]
             e = nodes.errors[site][0]
             targets += [Target(site, int(p), ERROR) for p in e.abs().argsort(descending=True)[:2]]
-        ee = edge_effects(rm, one, nodes, targets, pm)
+        ee = edge_effects(rm, one, nodes, targets, pm, jacobian_steps=jacobian_steps)
         cands = []
         for tgt, by_site in ee.incoming.items():
             for site, (f, e) in by_site.items():
