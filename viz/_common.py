@@ -1,0 +1,193 @@
+"""Helpers shared by the renderers: reading node attributes and writing files atomically.
+
+The graph contract (also documented in ``viz/__init__.py``):
+
+* node ids are strings: ``"{site}/{pos}/{index}"`` for a feature, ``"{site}/{pos}/err"`` for an
+  error node and ``"metric"`` for the single sink;
+* node attributes: ``site``, ``layer``, ``sublayer``, ``position``, ``feature``, ``kind``,
+  ``effect``, ``label``; edge attribute ``effect``;
+* graph attributes: ``model``, ``dictionaries``, ``task``, ``method``, ``positions``,
+  ``position_labels``, ``n_layers``.
+
+A missing attribute is inferred from the node id where it can be, so hand-made graphs with only
+ids and effects still render.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from collections.abc import Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+METRIC_ID = "metric"
+ERROR_INDEX = "err"
+
+#: Order of sublayers inside one layer, bottom to top.
+SUBLAYER_RANK: dict[str, int] = {"attn": 0, "mlp": 1, "transcoder": 1, "resid": 2}
+
+_SITE_RE = re.compile(r"^L(\d+)\.(\w+)$")
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One node's attributes, completed from its id where the graph left them out."""
+
+    id: str
+    site: str
+    layer: int
+    sublayer: str
+    position: int | str | None
+    feature: int | None
+    kind: str
+    effect: float
+    label: str
+    activation: float | None = None
+
+
+def _parse_position(text: str) -> int | str:
+    """A position field of a node id: an int for token indices, otherwise the text itself."""
+    return int(text) if text.isdigit() else text
+
+
+def _site_layer(site: str, n_layers: int) -> tuple[int, str]:
+    """Layer and sublayer named by a site string such as ``"L1.attn"`` or ``"embed"``."""
+    if site == "embed":
+        return -1, "embed"
+    if site == METRIC_ID:
+        return n_layers, "metric"
+    match = _SITE_RE.match(site)
+    if match:
+        return int(match.group(1)), match.group(2)
+    return 0, site
+
+
+def _as_float(value: Any) -> float:
+    """``value`` as a finite float (0.0 for missing or non-numeric values)."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return out if math.isfinite(out) else 0.0
+
+
+def n_layers_of(graph: nx.DiGraph) -> int:
+    """The model's layer count from ``graph.graph["n_layers"]``, else from the node layers."""
+    value = graph.graph.get("n_layers")
+    if isinstance(value, int):
+        return value
+    layers = [d.get("layer") for _, d in graph.nodes(data=True) if d.get("kind") != "metric"]
+    ints = [v for v in layers if isinstance(v, int)]
+    return max(ints) + 1 if ints else 0
+
+
+def node_info(graph: nx.DiGraph, node: Hashable, n_layers: int | None = None) -> NodeInfo:
+    """Read one node's attributes, inferring missing ones from its id."""
+    data = graph.nodes[node]
+    node_id = str(node)
+    if n_layers is None:
+        n_layers = n_layers_of(graph)
+
+    if node_id == METRIC_ID or data.get("kind") == "metric":
+        site, pos_text, index = METRIC_ID, None, None
+    else:
+        parts = node_id.rsplit("/", 2)
+        if len(parts) == 3:
+            site, pos_text, index = parts
+        else:
+            site, pos_text, index = node_id, None, None
+
+    site = str(data.get("site", site))
+    parsed_layer, parsed_sublayer = _site_layer(site, n_layers)
+    layer = data.get("layer", parsed_layer)
+    layer = int(layer) if isinstance(layer, (int, float)) else parsed_layer
+    sublayer = str(data.get("sublayer", parsed_sublayer))
+
+    if "kind" in data:
+        kind = str(data["kind"])
+    elif site == METRIC_ID:
+        kind = "metric"
+    elif index == ERROR_INDEX:
+        kind = "error"
+    else:
+        kind = "feature"
+
+    if "position" in data:
+        position = data["position"]
+    elif pos_text is not None:
+        position = _parse_position(pos_text)
+    else:
+        position = None
+
+    if "feature" in data:
+        feature = data["feature"]
+    elif index is not None and index.lstrip("-").isdigit():
+        feature = int(index)
+    else:
+        feature = None
+
+    activation = data.get("activation")
+    return NodeInfo(
+        id=node_id,
+        site=site,
+        layer=layer,
+        sublayer=sublayer if kind != "metric" else "metric",
+        position=position,
+        feature=int(feature) if isinstance(feature, (int, float)) else None,
+        kind=kind,
+        effect=_as_float(data.get("effect", 0.0)),
+        label=str(data.get("label") or ""),
+        activation=_as_float(activation) if activation is not None else None,
+    )
+
+
+def all_node_info(graph: nx.DiGraph) -> list[NodeInfo]:
+    """``node_info`` for every node, in the graph's node order."""
+    n_layers = n_layers_of(graph)
+    return [node_info(graph, n, n_layers) for n in graph.nodes]
+
+
+def edge_effect(graph: nx.DiGraph, source: Hashable, target: Hashable) -> float:
+    """The signed effect of one edge (0.0 when absent)."""
+    return _as_float(graph.edges[source, target].get("effect", 0.0))
+
+
+def row_key(info: NodeInfo) -> tuple[int, int, str]:
+    """Sort key of the diagram row a node belongs to: embed, per layer attn/mlp/resid, metric."""
+    if info.kind == "metric":
+        return (10**9, 0, METRIC_ID)
+    if info.sublayer == "embed":
+        return (-1, 0, info.site)
+    return (info.layer, SUBLAYER_RANK.get(info.sublayer, 1), info.site)
+
+
+def truncate(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, with an ellipsis when cut."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
