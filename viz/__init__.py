@@ -28,14 +28,14 @@ from viz.plots import curve_svg, plot_curve
 from viz.report import build_report, write_report
 
 __all__ = [
-    "to_dot",
-    "to_svg",
-    "render",
+    "build_report",
+    "curve_svg",
     "dot_available",
     "plot_curve",
-    "curve_svg",
-    "write_report",
-    "build_report",
+    "render",
     "to_circuit_tracer",
+    "to_dot",
+    "to_svg",
     "write_circuit_tracer",
+    "write_report",
 ]

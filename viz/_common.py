@@ -82,12 +82,16 @@ def n_layers_of(graph: nx.DiGraph) -> int:
     value = graph.graph.get("n_layers")
     if isinstance(value, int):
         return value
-    layers = [d.get("layer") for _, d in graph.nodes(data=True) if d.get("kind") != "metric"]
+    layers = [
+        d.get("layer") for _, d in graph.nodes(data=True) if d.get("kind") != "metric"
+    ]
     ints = [v for v in layers if isinstance(v, int)]
     return max(ints) + 1 if ints else 0
 
 
-def node_info(graph: nx.DiGraph, node: Hashable, n_layers: int | None = None) -> NodeInfo:
+def node_info(
+    graph: nx.DiGraph, node: Hashable, n_layers: int | None = None
+) -> NodeInfo:
     """Read one node's attributes, inferring missing ones from its id."""
     data = graph.nodes[node]
     node_id = str(node)
@@ -177,7 +181,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+    )
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -125,7 +125,9 @@ def _attrs(**attrs: object) -> str:
         text = str(value)
         if isinstance(value, float):
             text = f"{value:.4g}"
-        if not (text.startswith("<") and text.endswith(">")) and not text.startswith('"'):
+        if not (text.startswith("<") and text.endswith(">")) and not text.startswith(
+            '"'
+        ):
             text = _quote(text)
         parts.append(f"{key}={text}")
     return "[" + ", ".join(parts) + "]"
@@ -161,7 +163,11 @@ def _columns(graph: nx.DiGraph, infos: Sequence[NodeInfo]) -> _Columns:
     """Column labels and the position -> column map for a graph."""
     mode = graph.graph.get("positions")
     labels = [str(x) for x in (graph.graph.get("position_labels") or [])]
-    positions = [_pos_key(i.position) for i in infos if i.kind != "metric" and i.position is not None]
+    positions = [
+        _pos_key(i.position)
+        for i in infos
+        if i.kind != "metric" and i.position is not None
+    ]
 
     if mode == "agnostic" or not positions or all(p == "*" for p in positions):
         return _Columns(["all positions"], {p: 0 for p in positions})
@@ -171,7 +177,8 @@ def _columns(graph: nx.DiGraph, infos: Sequence[NodeInfo]) -> _Columns:
         others = sorted({str(p) for p in positions if not isinstance(p, int)})
         n_tok = max([len(labels)] + [p + 1 for p in ints])
         col_labels = [
-            f"{_show_token(labels[i]) if i < len(labels) else ''}\n[{i}]" for i in range(n_tok)
+            f"{_show_token(labels[i]) if i < len(labels) else ''}\n[{i}]"
+            for i in range(n_tok)
         ]
         index: dict[object, int] = {i: i for i in range(n_tok)}
         for name in others:
@@ -234,11 +241,17 @@ def _layout(infos: Sequence[NodeInfo], columns: _Columns) -> _Layout:
         most = max((len(v) for (r, cc), v in cells.items() if cc == c), default=1)
         wrap.append(max(1, min(most, max(4, math.ceil(math.sqrt(2 * most))), 16)))
     col_w = [
-        max(wrap[c] * SLOT_W, 0.12 * max(len(line) for line in columns.labels[c].split("\n")) + 0.3)
+        max(
+            wrap[c] * SLOT_W,
+            0.12 * max(len(line) for line in columns.labels[c].split("\n")) + 0.3,
+        )
         for c in range(n_cols)
     ]
     sub_rows = [
-        max((math.ceil(len(v) / wrap[cc]) for (rr, cc), v in cells.items() if rr == r), default=1)
+        max(
+            (math.ceil(len(v) / wrap[cc]) for (rr, cc), v in cells.items() if rr == r),
+            default=1,
+        )
         for r in range(len(rows))
     ]
 
@@ -272,7 +285,8 @@ def _layout(infos: Sequence[NodeInfo], columns: _Columns) -> _Layout:
         pos=pos,
         rows=[(key, row_y[r]) for r, key in enumerate(rows)],
         separators=[
-            row_y[r] + sub_rows[r] * SLOT_H / 2 + ROW_GAP / 2 for r in range(len(rows) - 1)
+            row_y[r] + sub_rows[r] * SLOT_H / 2 + ROW_GAP / 2
+            for r in range(len(rows) - 1)
         ],
         cols=[(columns.labels[c], col_x[c]) for c in range(n_cols)],
         bottom=0.0,
@@ -293,7 +307,11 @@ def _node_label(info: NodeInfo) -> str:
         return "ε"
     if info.kind == "metric":
         return "metric"
-    head = f"#{info.feature}" if info.feature is not None else truncate(info.id, LABEL_CHARS)
+    head = (
+        f"#{info.feature}"
+        if info.feature is not None
+        else truncate(info.id, LABEL_CHARS)
+    )
     return f"{head}\n{truncate(info.label, LABEL_CHARS)}" if info.label else head
 
 
@@ -306,20 +324,33 @@ def _tooltip(info: NodeInfo) -> str:
 def _node_stmt(info: NodeInfo, xy: tuple[float, float], max_abs: float) -> str:
     """One node statement with its pinned position, shape and colours."""
     effect_scale = max(max_abs, abs(info.effect)) if info.kind == "metric" else max_abs
-    common = dict(
-        pos=f"{xy[0]:.3f},{xy[1]:.3f}!",
-        fillcolor=effect_fill(info.effect, effect_scale),
-        fontcolor=_font_colour(info.effect, effect_scale),
-        label=_node_label(info),
-        tooltip=_tooltip(info),
-    )
+    common = {
+        "pos": f"{xy[0]:.3f},{xy[1]:.3f}!",
+        "fillcolor": effect_fill(info.effect, effect_scale),
+        "fontcolor": _font_colour(info.effect, effect_scale),
+        "label": _node_label(info),
+        "tooltip": _tooltip(info),
+    }
     if info.kind == "error":
-        shape = dict(shape="triangle", width="0.62", height="0.5", fontsize="11")
+        shape = {
+            "shape": "triangle",
+            "width": "0.62",
+            "height": "0.5",
+            "fontsize": "11",
+        }
     elif info.kind == "metric":
-        shape = dict(shape="diamond", width="1.0", height="0.6", fontsize="10")
+        shape = {"shape": "diamond", "width": "1.0", "height": "0.6", "fontsize": "10"}
     else:
-        shape = dict(shape="box", width=f"{NODE_W}", height=f"{NODE_H}", fontsize="8")
-    return f"  {_quote_name(info.id)} {_attrs(**shape, **common)};"
+        shape = {
+            "shape": "box",
+            "width": f"{NODE_W}",
+            "height": f"{NODE_H}",
+            "fontsize": "8",
+        }
+    # The SVG <g> of the node gets class "node feature" / "node error" / "node metric".
+    return (
+        f"  {_quote_name(info.id)} {_attrs(**shape, **common, **{'class': info.kind})};"
+    )
 
 
 def _legend_label(max_node: float, max_edge: float) -> str:
@@ -328,18 +359,28 @@ def _legend_label(max_node: float, max_edge: float) -> str:
     neg_full, neg_light = _mix(NEGATIVE_RGB, 1.0), _mix(NEGATIVE_RGB, 0.3)
     rows = [
         '<TR><TD COLSPAN="3" ALIGN="LEFT"><B>Legend</B></TD></TR>',
-        f'<TR><TD BGCOLOR="{pos_light}" WIDTH="14"></TD><TD BGCOLOR="{pos_full}" WIDTH="14"></TD>'
-        '<TD ALIGN="LEFT">positive effect</TD></TR>',
-        f'<TR><TD BGCOLOR="{neg_light}" WIDTH="14"></TD><TD BGCOLOR="{neg_full}" WIDTH="14"></TD>'
-        '<TD ALIGN="LEFT">negative effect</TD></TR>',
+        (
+            f'<TR><TD BGCOLOR="{pos_light}" WIDTH="14"></TD><TD BGCOLOR="{pos_full}" WIDTH="14"></TD>'
+            '<TD ALIGN="LEFT">positive effect</TD></TR>'
+        ),
+        (
+            f'<TR><TD BGCOLOR="{neg_light}" WIDTH="14"></TD><TD BGCOLOR="{neg_full}" WIDTH="14"></TD>'
+            '<TD ALIGN="LEFT">negative effect</TD></TR>'
+        ),
         f'<TR><TD COLSPAN="3" ALIGN="LEFT">node shade: |effect| / {max_node:.3g}</TD></TR>',
         '<TR><TD COLSPAN="2">▭</TD><TD ALIGN="LEFT">feature (#index, label)</TD></TR>',
         '<TR><TD COLSPAN="2">▲</TD><TD ALIGN="LEFT">error node (ε)</TD></TR>',
         '<TR><TD COLSPAN="2">◆</TD><TD ALIGN="LEFT">metric</TD></TR>',
-        f'<TR><TD COLSPAN="2"><FONT COLOR="{pos_full}">→</FONT> <FONT COLOR="{neg_full}">→'
-        f'</FONT></TD><TD ALIGN="LEFT">edge sign; width: |effect| / {max_edge:.3g}</TD></TR>',
+        (
+            f'<TR><TD COLSPAN="2"><FONT COLOR="{pos_full}">→</FONT> <FONT COLOR="{neg_full}">→'
+            f'</FONT></TD><TD ALIGN="LEFT">edge sign; width: |effect| / {max_edge:.3g}</TD></TR>'
+        ),
     ]
-    return '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="2">' + "".join(rows) + "</TABLE>>"
+    return (
+        '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="2">'
+        + "".join(rows)
+        + "</TABLE>>"
+    )
 
 
 def _title_text(graph: nx.DiGraph, title: str | None) -> str:
@@ -384,56 +425,69 @@ def to_dot(G: nx.DiGraph, title: str | None = None, *, splines: str = "line") ->
     """
     infos = all_node_info(G)
     columns = _columns(G, infos)
-    layout = _layout(infos, columns) if infos else _Layout({}, [], [], [], 0.0, 0.0, 0.0, 0.0)
+    layout = (
+        _layout(infos, columns)
+        if infos
+        else _Layout({}, [], [], [], 0.0, 0.0, 0.0, 0.0)
+    )
     max_node = _max_abs(i.effect for i in infos if i.kind != "metric")
     max_edge = _max_abs(edge_effect(G, u, v) for u, v in G.edges)
 
     lines = [
         "digraph circuit {",
-        "  " + " ".join(
+        "  "
+        + " ".join(
             f"{k}={v};"
-            for k, v in dict(
-                layout="neato",
-                splines=_quote(splines),
-                overlap="true",
-                outputorder="edgesfirst",
-                bgcolor="white",
-                pad="0.3",
-                labelloc="t",
-                fontname=_quote(FONT),
-                fontsize="14",
-            ).items()
+            for k, v in {
+                "layout": "neato",
+                "splines": _quote(splines),
+                "overlap": "true",
+                "outputorder": "edgesfirst",
+                "bgcolor": "white",
+                "pad": "0.3",
+                "labelloc": "t",
+                "fontname": _quote(FONT),
+                "fontsize": "14",
+            }.items()
         ),
     ]
     caption = _title_text(G, title)
     if caption:
         lines.append(f"  label={_quote(caption)};")
     # id="\N": Graphviz substitutes each node's name, so the SVG <g> carries the node id.
-    node_defaults = _attrs(style="filled", fixedsize="true", fontname=FONT, penwidth="0.8", color="#555555")
+    node_defaults = _attrs(
+        style="filled", fixedsize="true", fontname=FONT, penwidth="0.8", color="#555555"
+    )
     lines.append('  node [id="\\N", ' + node_defaults[1:] + ";")
     lines.append("  edge " + _attrs(arrowsize="0.5", arrowhead="vee") + ";")
 
     # Row headers on the left, column headers below and (for tall diagrams) above the grid.
     decoration = " ".join(
-        f"{k}={v}" for k, v in dict(shape="plaintext", style="solid", fixedsize="false").items()
+        f"{k}={v}"
+        for k, v in dict(
+            shape="plaintext",
+            style="solid",
+            fixedsize="false",
+            **{"class": "decoration"},
+        ).items()
     )
     for key, y in layout.rows:
         name = f"__row__/{key[2]}"
         lines.append(
-            f"  {_quote_name(name)} [{decoration}, fontsize=11, fontcolor=\"#333333\", "
-            f"pos=\"{layout.left - 1.0:.3f},{y:.3f}!\", label={_quote(_row_label(key))}];"
+            f'  {_quote_name(name)} [{decoration}, fontsize=11, fontcolor="#333333", '
+            f'pos="{layout.left - 1.0:.3f},{y:.3f}!", label={_quote(_row_label(key))}];'
         )
     # Faint lines between rows, drawn as edges between invisible end points.
     for k, y in enumerate(layout.separators):
         ends = [f"__sep__/{k}/a", f"__sep__/{k}/b"]
         for name, x in zip(ends, (layout.left - 1.5, layout.right + 0.2)):
             lines.append(
-                f"  {_quote_name(name)} [shape=point, style=invis, width=0.01, "
-                f"pos=\"{x:.3f},{y:.3f}!\"];"
+                f"  {_quote_name(name)} [shape=point, style=invis, width=0.01, class=decoration, "
+                f'pos="{x:.3f},{y:.3f}!"];'
             )
         lines.append(
             f"  {_quote_name(ends[0])} -> {_quote_name(ends[1])} "
-            '[dir=none, color="#d0d0d0", penwidth=0.6, style=dashed];'
+            '[dir=none, color="#d0d0d0", penwidth=0.6, style=dashed, class=decoration];'
         )
     header_rows = [layout.bottom - 0.62]
     if len(layout.rows) > 6:
@@ -442,13 +496,13 @@ def to_dot(G: nx.DiGraph, title: str | None = None, *, splines: str = "line") ->
         for h, y in enumerate(header_rows):
             name = f"__col__/{c}/{h}"
             lines.append(
-                f"  {_quote_name(name)} [{decoration}, fontsize=11, fontcolor=\"#222222\", "
-                f"pos=\"{x:.3f},{y:.3f}!\", label={_quote(label)}];"
+                f'  {_quote_name(name)} [{decoration}, fontsize=11, fontcolor="#222222", '
+                f'pos="{x:.3f},{y:.3f}!", label={_quote(label)}];'
             )
     if infos:
         lines.append(
             f"  {_quote_name('__legend__')} [{decoration}, fontsize=9, "
-            f"pos=\"{layout.right + 1.9:.3f},{max(layout.top - 0.9, 0.0):.3f}!\", "
+            f'pos="{layout.right + 1.9:.3f},{max(layout.top - 0.9, 0.0):.3f}!", '
             f"label={_legend_label(max_node, max_edge)}];"
         )
 
@@ -466,6 +520,7 @@ def to_dot(G: nx.DiGraph, title: str | None = None, *, splines: str = "line") ->
             + _attrs(
                 id=edge_id,
                 color=colour,
+                **{"class": "positive" if effect >= 0 else "negative"},
                 penwidth=f"{width}",
                 tooltip=f"{u} -> {v}\neffect = {effect:+.4g}",
             )
@@ -509,7 +564,9 @@ def _run_dot(dot_text: str, fmt: str) -> bytes:
 def to_svg(G: nx.DiGraph, title: str | None = None) -> str | None:
     """The diagram as SVG text, or None (with a logged warning) when ``dot`` is absent."""
     if not dot_available():
-        logger.warning("Graphviz `dot` not found: no SVG diagram (install graphviz to get one)")
+        logger.warning(
+            "Graphviz `dot` not found: no SVG diagram (install graphviz to get one)"
+        )
         return None
     return _run_dot(to_dot(G, title), "svg").decode("utf-8")
 
@@ -539,7 +596,9 @@ def render(
     if stem.suffix in {".dot", ".svg", ".png", ".pdf"}:
         stem = stem.with_suffix("")
     dot_text = to_dot(G, title)
-    written: dict[str, Path] = {"dot": atomic_write_text(stem.with_name(stem.name + ".dot"), dot_text)}
+    written: dict[str, Path] = {
+        "dot": atomic_write_text(stem.with_name(stem.name + ".dot"), dot_text)
+    }
     wanted = [f for f in formats if f != "dot"]
     if not wanted:
         return written
@@ -560,4 +619,4 @@ def render(
     return written
 
 
-__all__ = ["to_dot", "to_svg", "render", "dot_available", "effect_fill", "METRIC_ID"]
+__all__ = ["METRIC_ID", "dot_available", "effect_fill", "render", "to_dot", "to_svg"]

@@ -69,7 +69,9 @@ LOGIT_TYPE = "logit"
 def _sublayer_slots(infos: list[NodeInfo]) -> dict[str, int]:
     """Slot of each non-embedding sublayer kind present in the graph."""
     kinds = {i.sublayer for i in infos if i.kind != "metric" and i.sublayer != "embed"}
-    ordered = sorted(kinds, key=lambda k: (SUBLAYER_RANK.get(k, 3) != 1, SUBLAYER_RANK.get(k, 3), k))
+    ordered = sorted(
+        kinds, key=lambda k: (SUBLAYER_RANK.get(k, 3) != 1, SUBLAYER_RANK.get(k, 3), k)
+    )
     return {kind: slot for slot, kind in enumerate(ordered)}
 
 
@@ -110,11 +112,18 @@ def _slug(graph: nx.DiGraph) -> str:
     raw = graph.graph.get("slug") or "-".join(
         str(graph.graph[k]) for k in ("task", "method") if graph.graph.get(k)
     )
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(raw or "circuit")).strip("-") or "circuit"
+    return (
+        re.sub(r"[^A-Za-z0-9_.-]+", "-", str(raw or "circuit")).strip("-") or "circuit"
+    )
 
 
 def _export_node(
-    info: NodeInfo, ctx: int, n_ctx: int, n_layers: int, slots: dict[str, int], task: str
+    info: NodeInfo,
+    ctx: int,
+    n_ctx: int,
+    n_layers: int,
+    slots: dict[str, int],
+    task: str,
 ) -> dict[str, Any]:
     """One node in circuit-tracer's layout (plus this project's id and site)."""
     n_slots = max(len(slots), 1)
@@ -200,7 +209,11 @@ def to_circuit_tracer(G: nx.DiGraph) -> dict[str, Any]:
         nodes.append(node)
 
     links = [
-        {"source": id_map[str(u)], "target": id_map[str(v)], "weight": edge_effect(G, u, v)}
+        {
+            "source": id_map[str(u)],
+            "target": id_map[str(v)],
+            "weight": edge_effect(G, u, v),
+        }
         for u, v in G.edges
     ]
 
@@ -229,13 +242,21 @@ def to_circuit_tracer(G: nx.DiGraph) -> dict[str, Any]:
             "sublayer_slots": slots,
         },
     }
-    q_params = {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""}
+    q_params = {
+        "pinnedIds": [],
+        "supernodes": [],
+        "linkType": "both",
+        "clickedId": "",
+        "sg_pos": "",
+    }
     return {"metadata": metadata, "qParams": q_params, "nodes": nodes, "links": links}
 
 
 def write_circuit_tracer(G: nx.DiGraph, path: str | os.PathLike[str]) -> Path:
     """Write ``to_circuit_tracer(G)`` as JSON to ``path`` (atomically) and return the path."""
-    return atomic_write_text(path, json.dumps(to_circuit_tracer(G), indent=1, default=str) + "\n")
+    return atomic_write_text(
+        path, json.dumps(to_circuit_tracer(G), indent=1, default=str) + "\n"
+    )
 
 
 __all__ = ["to_circuit_tracer", "write_circuit_tracer"]

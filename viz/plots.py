@@ -38,7 +38,15 @@ logger = logging.getLogger(__name__)
 
 FAITHFULNESS_COLOUR = "#2166ac"
 COMPLETENESS_COLOUR = "#b2182b"
-SERIES_COLOURS = ["#4d9221", "#762a83", "#e08214", "#01665e", "#8c510a", "#c51b7d", "#35978f"]
+SERIES_COLOURS = [
+    "#4d9221",
+    "#762a83",
+    "#e08214",
+    "#01665e",
+    "#8c510a",
+    "#c51b7d",
+    "#35978f",
+]
 
 
 def _numbers(values: Any) -> list[float]:
@@ -46,11 +54,18 @@ def _numbers(values: Any) -> list[float]:
     return [float(v) for v in values] if values is not None else []
 
 
-def _pairs(xs: Sequence[float], ys: Sequence[float], what: str) -> tuple[list[float], list[float]]:
+def _pairs(
+    xs: Sequence[float], ys: Sequence[float], what: str
+) -> tuple[list[float], list[float]]:
     """Points sorted by x; mismatched lengths are truncated with a warning."""
     if len(xs) != len(ys):
-        logger.warning("curve: %s has %d x values and %d y values; using the first %d",
-                       what, len(xs), len(ys), min(len(xs), len(ys)))
+        logger.warning(
+            "curve: %s has %d x values and %d y values; using the first %d",
+            what,
+            len(xs),
+            len(ys),
+            min(len(xs), len(ys)),
+        )
     points = sorted(zip(xs, ys))
     return [p[0] for p in points], [p[1] for p in points]
 
@@ -65,7 +80,15 @@ def _panel(ax: Axes, curve: Mapping[str, Any], size_key: str, xlabel: str) -> No
         values = _numbers(curve.get(key))
         if sizes and values:
             xs, ys = _pairs(sizes, values, key)
-            ax.plot(xs, ys, marker=marker, markersize=4, color=colour, linewidth=1.8, label=key)
+            ax.plot(
+                xs,
+                ys,
+                marker=marker,
+                markersize=4,
+                color=colour,
+                linewidth=1.8,
+                label=key,
+            )
 
     series = curve.get("series") or {}
     for i, (name, data) in enumerate(series.items()):
@@ -75,13 +98,29 @@ def _panel(ax: Axes, curve: Mapping[str, Any], size_key: str, xlabel: str) -> No
             continue
         xs, ys = _pairs(s_sizes, s_faith, f"series {name!r}")
         colour = SERIES_COLOURS[i % len(SERIES_COLOURS)]
-        ax.plot(xs, ys, marker="^", markersize=4, color=colour, linewidth=1.3, linestyle="--",
-                label=f"{name} (faithfulness)")
+        ax.plot(
+            xs,
+            ys,
+            marker="^",
+            markersize=4,
+            color=colour,
+            linewidth=1.3,
+            linestyle="--",
+            label=f"{name} (faithfulness)",
+        )
         s_comp = _numbers(data.get("completeness"))
         if s_comp:
             xs, ys = _pairs(s_sizes, s_comp, f"series {name!r} completeness")
-            ax.plot(xs, ys, marker="v", markersize=3, color=colour, linewidth=1.0, linestyle=":",
-                    label=f"{name} (completeness)")
+            ax.plot(
+                xs,
+                ys,
+                marker="v",
+                markersize=3,
+                color=colour,
+                linewidth=1.0,
+                linestyle=":",
+                label=f"{name} (completeness)",
+            )
 
     ax.axhline(1.0, color="#777777", linewidth=0.8, linestyle=":")
     ax.axhline(0.0, color="#777777", linewidth=0.8, linestyle=":")
@@ -121,7 +160,9 @@ def _save(fig: Figure, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def plot_curve(curve: Mapping[str, Any], path: str | os.PathLike[str], title: str | None = None) -> Path:
+def plot_curve(
+    curve: Mapping[str, Any], path: str | os.PathLike[str], title: str | None = None
+) -> Path:
     """Plot faithfulness and completeness versus circuit size and write it to ``path``.
 
     Args:
@@ -152,4 +193,4 @@ def curve_svg(curve: Mapping[str, Any], title: str | None = None) -> str:
     return _SVG_METADATA.sub("", text)
 
 
-__all__ = ["plot_curve", "curve_svg"]
+__all__ = ["curve_svg", "plot_curve"]

@@ -54,7 +54,7 @@ dl.meta dd { margin: 0; font-family: ui-monospace, SFMono-Regular, Menlo, Consol
 .figure { border: 1px solid var(--line); border-radius: 6px; padding: 8px; overflow: auto;
           background: #fff; }
 .figure.fit svg { max-width: 100%; height: auto; }
-.diagram svg g.node { cursor: pointer; }
+.diagram svg g.node:not(.decoration) { cursor: pointer; }
 .diagram svg g.node.selected polygon { stroke: #f0a000; stroke-width: 3px; }
 button { font: inherit; font-size: 12px; padding: 2px 10px; margin-bottom: 6px; cursor: pointer; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
@@ -127,13 +127,13 @@ _JS = """
     return row;
   }
   function findNode(id) {
-    var nodes = document.querySelectorAll(".diagram svg g.node");
+    var nodes = document.querySelectorAll(".diagram svg g.node:not(.decoration)");
     for (var i = 0; i < nodes.length; i++) {
       if (nodes[i].getAttribute("id") === id) { return nodes[i]; }
     }
     return null;
   }
-  document.querySelectorAll(".diagram svg g.node").forEach(function (g) {
+  document.querySelectorAll(".diagram svg g.node:not(.decoration)").forEach(function (g) {
     g.addEventListener("click", function () {
       var row = select(g.getAttribute("id"));
       if (row) { row.scrollIntoView({block: "center"}); }
@@ -164,7 +164,7 @@ def _esc(value: object) -> str:
 def _inline_svg(svg: str) -> str:
     """An SVG document cut down to its ``<svg>`` element (no XML declaration or DOCTYPE)."""
     match = _SVG_START.search(svg)
-    return svg[match.start():] if match else svg
+    return svg[match.start() :] if match else svg
 
 
 def _show_value(value: Any) -> str:
@@ -189,12 +189,14 @@ def _header(title: str, graph: nx.DiGraph, metadata: Mapping[str, Any]) -> str:
     for key, value in metadata.items():
         if key not in fields and value not in (None, ""):
             fields[key] = value
-    items = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(_show_value(v))}</dd>" for k, v in fields.items())
+    items = "".join(
+        f"<dt>{_esc(k)}</dt><dd>{_esc(_show_value(v))}</dd>" for k, v in fields.items()
+    )
     nav = (
         '<nav><a href="#diagram">Diagram</a><a href="#curve">Faithfulness</a>'
         '<a href="#nodes">Nodes</a><a href="#contexts">Contexts</a></nav>'
     )
-    return f"<header><h1>{_esc(title)}</h1><dl class=\"meta\">{items}</dl>{nav}</header>"
+    return f'<header><h1>{_esc(title)}</h1><dl class="meta">{items}</dl>{nav}</header>'
 
 
 def _diagram_section(graph: nx.DiGraph, diagram_svg: str | None) -> str:
@@ -238,7 +240,9 @@ def _num_cell(value: float | None, signed: bool = False) -> str:
     """A numeric table cell with a sortable ``data-v``; blank for None."""
     if value is None:
         return '<td class="num" data-v="-Infinity"></td>'
-    cls = "num" + ((" pos" if value > 0 else " neg" if value < 0 else "") if signed else "")
+    cls = "num" + (
+        (" pos" if value > 0 else " neg" if value < 0 else "") if signed else ""
+    )
     text = f"{value:+.4g}" if signed else f"{value:.4g}"
     return f'<td class="{cls}" data-v="{value!r}">{_esc(text)}</td>'
 
@@ -252,18 +256,26 @@ def _text_cell(text: str, cls: str = "", inner: str | None = None) -> str:
 def _node_table(infos: Sequence[NodeInfo], context_anchor: Mapping[str, str]) -> str:
     """The node table, rows sorted by |effect| descending."""
     columns = [
-        ("id", "text"), ("site", "text"), ("position", "text"), ("feature", "num"),
-        ("effect", "num"), ("|effect|", "num"), ("label", "text"),
+        ("id", "text"),
+        ("site", "text"),
+        ("position", "text"),
+        ("feature", "num"),
+        ("effect", "num"),
+        ("|effect|", "num"),
+        ("label", "text"),
     ]
     max_abs = max((abs(i.effect) for i in infos if i.kind != "metric"), default=0.0)
     head = "".join(
-        f'<th data-type="{kind}"' + (' aria-sort="descending"' if name == "|effect|" else "")
+        f'<th data-type="{kind}"'
+        + (' aria-sort="descending"' if name == "|effect|" else "")
         + f">{_esc(name)}</th>"
         for name, kind in columns
     )
     rows = []
     for info in sorted(infos, key=lambda i: (-abs(i.effect), i.id)):
-        colour = diagram.effect_fill(info.effect, max_abs if info.kind != "metric" else abs(info.effect))
+        colour = diagram.effect_fill(
+            info.effect, max_abs if info.kind != "metric" else abs(info.effect)
+        )
         anchor = context_anchor.get(info.id)
         id_html = f'<span class="swatch" style="background:{colour}"></span>' + (
             f'<a href="#{anchor}">{_esc(info.id)}</a>' if anchor else _esc(info.id)
@@ -282,7 +294,7 @@ def _node_table(infos: Sequence[NodeInfo], context_anchor: Mapping[str, str]) ->
         )
     table = (
         f'<div class="table-wrap"><table id="node-table"><thead><tr>{head}</tr></thead>'
-        f'<tbody>{"".join(rows)}</tbody></table></div>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
     return (
         f'<section id="nodes"><h2>Nodes ({len(infos)})</h2>'
@@ -315,12 +327,16 @@ def _one_context(context: Mapping[str, Any]) -> str:
 
 
 def _contexts_section(
-    infos: Sequence[NodeInfo], contexts: Mapping[str, Sequence[Mapping[str, Any]]] | None
+    infos: Sequence[NodeInfo],
+    contexts: Mapping[str, Sequence[Mapping[str, Any]]] | None,
 ) -> tuple[str, dict[str, str]]:
     """Each node's top-activating contexts; also the node id -> anchor map for the table."""
     if not contexts:
         body = '<p class="note">No top-activating contexts were given.</p>'
-        return f'<section id="contexts"><h2>Top-activating contexts</h2>{body}</section>', {}
+        return (
+            f'<section id="contexts"><h2>Top-activating contexts</h2>{body}</section>',
+            {},
+        )
     by_id = {i.id: i for i in infos}
     ordered = sorted(
         (n for n in contexts if contexts[n]),
@@ -361,8 +377,10 @@ def build_report(
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         # Nothing may be fetched: the policy blocks every load except inline style and script.
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-        "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">",
+        (
+            '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+            "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">"
+        ),
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>",
         _header(title, graph, metadata or {}),
         "<main>",
@@ -412,4 +430,4 @@ def write_report(
     return atomic_write_text(path, text)
 
 
-__all__ = ["write_report", "build_report"]
+__all__ = ["build_report", "write_report"]
