@@ -434,6 +434,30 @@ def test_plot_curve_png(tmp_path: Path) -> None:
     assert mpimg.imread(one).shape[1] < image.shape[1]
 
 
+def test_plot_curve_reads_the_curve_json_layout(tmp_path: Path) -> None:
+    import matplotlib.image as mpimg
+
+    curve_json = {
+        "schema_version": 1,
+        "sizes_nodes": [1, 4, 16],
+        "sizes_edges": [0, 3, 15],
+        "faithfulness": [0.1, 0.6, 1.0],
+        "completeness": None,
+        "cpr": 1.2,
+        "cmd": 0.3,
+        "metadata": {
+            "edge_curve": {"sizes_edges": [1, 5, 15], "faithfulness": [0.2, 0.7, 1.0]}
+        },
+    }
+    normalised = plots.normalise_curve(curve_json)
+    assert (
+        normalised["nodes"] == [1, 4, 16]
+        and "edge-level ablation" in normalised["series"]
+    )
+    image = mpimg.imread(viz.plot_curve(curve_json, tmp_path / "curve.png"))
+    assert image.shape[1] > 2 * image.shape[0]
+
+
 def test_curve_svg_is_inline_svg() -> None:
     svg = viz.curve_svg(CURVE)
     assert svg.startswith("<svg") and "<?xml" not in svg and "<!DOCTYPE" not in svg

@@ -12,6 +12,10 @@ A curve is a plain dict::
         },
     }
 
+The layout of a ``curve.json`` file is read as well: ``sizes_nodes`` / ``sizes_edges`` stand for
+``nodes`` / ``edges``, an edge-level curve under ``metadata["edge_curve"]`` is drawn in the edges
+panel, and ``cpr`` / ``cmd`` (MIB's areas) are printed there when present.
+
 Sizes are drawn on a logarithmic axis that stays linear below 1 (``symlog``), so a size of 0
 (the empty circuit) is still shown. Figures are built on ``matplotlib.figure.Figure`` and drawn
 with the Agg canvas, so nothing here touches ``pyplot``'s global state or the user's backend.
@@ -134,9 +138,44 @@ def _panel(ax: Axes, curve: Mapping[str, Any], size_key: str, xlabel: str) -> No
         ax.legend(fontsize=8, loc="best", frameon=False)
 
 
+def normalise_curve(curve: Mapping[str, Any]) -> dict[str, Any]:
+    """A curve in this module's layout, also accepting the ``curve.json`` layout (see above)."""
+    out = dict(curve)
+    for short, long in (("nodes", "sizes_nodes"), ("edges", "sizes_edges")):
+        if out.get(short) is None and out.get(long) is not None:
+            out[short] = out[long]
+    series = dict(out.get("series") or {})
+    metadata = out.get("metadata")
+    edge_curve = metadata.get("edge_curve") if isinstance(metadata, Mapping) else None
+    if isinstance(edge_curve, Mapping) and edge_curve.get("sizes_edges") is not None:
+        series.setdefault(
+            "edge-level ablation",
+            {
+                "edges": edge_curve.get("sizes_edges"),
+                "faithfulness": edge_curve.get("faithfulness"),
+                "completeness": edge_curve.get("completeness"),
+            },
+        )
+    out["series"] = series
+    return out
+
+
+def _areas_text(curve: Mapping[str, Any]) -> str:
+    """``CPR ... CMD ...`` when the curve carries MIB's areas."""
+    parts = [
+        f"{name.upper()} {float(curve[name]):.3g}"
+        for name in ("cpr", "cmd")
+        if isinstance(curve.get(name), (int, float))
+    ]
+    return "   ".join(parts)
+
+
 def _figure(curve: Mapping[str, Any], title: str | None) -> Figure:
     """The curve figure: one panel by nodes, a second by edges when the curve has edges."""
-    with_edges = bool(curve.get("edges"))
+    curve = normalise_curve(curve)
+    with_edges = bool(curve.get("edges")) or any(
+        data.get("edges") for data in curve["series"].values()
+    )
     fig = Figure(figsize=(11.0 if with_edges else 6.2, 4.2), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2 if with_edges else 1, squeeze=False)[0]
@@ -145,6 +184,11 @@ def _figure(curve: Mapping[str, Any], title: str | None) -> Figure:
     if with_edges:
         _panel(axes[1], curve, "edges", "circuit size (edges)")
         axes[1].set_title("versus edges", fontsize=10)
+        areas = _areas_text(curve)
+        if areas:
+            axes[1].text(
+                0.02, 0.97, areas, transform=axes[1].transAxes, va="top", fontsize=8
+            )
     if title:
         fig.suptitle(title, fontsize=12)
     return fig

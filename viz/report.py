@@ -229,7 +229,7 @@ def _diagram_section(graph: nx.DiGraph, diagram_svg: str | None) -> str:
 
 def _curve_section(curve: Mapping[str, Any] | None) -> str:
     """The faithfulness/completeness plot as inline SVG, or a note."""
-    if not curve or not curve.get("nodes"):
+    if not curve or not plots.normalise_curve(curve).get("nodes"):
         body = '<p class="note">No faithfulness curve was given.</p>'
     else:
         body = f'<div class="figure fit">{plots.curve_svg(curve)}</div>'
