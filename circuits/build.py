@@ -1,0 +1,307 @@
+"""Building the attributed graph of a task: node effects, edge effects, one networkx graph.
+
+:func:`attribute_graph` runs the two attribution phases of :mod:`attribution` on a task batch and
+turns their scores into the graph of :mod:`circuits.graph`:
+
+1. *Nodes.* Per-example node effects (``atp`` or ``ig``) are aggregated with a
+   :class:`~attribution.positions.PositionMap`: per token position (``token``), per schema span
+   (``schema``) or over every position (``agnostic``); a score is summed within its position group
+   and averaged over examples. The graph keeps the nodes with ``|effect| > min_effect`` (every node
+   when ``min_effect`` is None), at most ``max_nodes`` of them, largest ``|effect|`` first.
+2. *Edges.* The ``max_targets`` kept nodes of largest ``|effect|`` (embedding nodes have no inputs
+   and are never targets) get their incoming edges scored by :func:`attribution.edges.edge_effects`;
+   every node gets its direct edge into the metric. An edge enters the graph when both of its ends
+   are graph nodes and ``|effect| > edge_threshold``. Nodes whose incoming edges were scored carry
+   ``scored_inputs=True``; evaluation at edge level relies on it (see :mod:`circuits.evaluate`).
+
+The metric node's ``effect`` is the mean task metric on the clean prompts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import networkx as nx
+import torch
+
+from attribution.core import AttributionInputs
+from attribution.edges import ERROR, EdgeEffects, Target, edge_effects
+from attribution.nodes import NodeEffects, node_effects
+from attribution.positions import PositionMap
+from circuits.errors import CircuitError
+from circuits.graph import ERROR_INDEX, METRIC, POSITION_MODES, add_metric, new_graph, node_id
+from circuits.tasks import TaskBatch
+from replacement.model import ReplacementModel
+from replacement.sites import Site
+
+log = logging.getLogger(__name__)
+
+BUILD_METHODS = ("atp", "ig")
+METRIC_LABELS = {"logit_diff": "logit diff", "prob_diff": "prob diff"}
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """How the attributed graph is built.
+
+    ``method``: node/edge attribution, ``"ig"`` (integrated gradients over the inputs, ``steps``
+    steps) or ``"atp"`` (attribution patching). ``positions``: ``"token"``, ``"schema"`` or
+    ``"agnostic"``. ``min_effect``: nodes need ``|effect| > min_effect`` (None keeps every node, even
+    those of zero effect: the complete graph). ``max_nodes``: at most this many nodes (None: no
+    bound). ``max_targets``: nodes whose incoming edges are scored. ``edge_threshold``: edges need
+    ``|effect| > edge_threshold``. ``rows_per_pass``: targets per backward pass.
+    """
+
+    method: str = "ig"
+    positions: str = "schema"
+    steps: int = 10
+    min_effect: float | None = 0.0
+    max_nodes: int | None = 3000
+    max_targets: int = 256
+    edge_threshold: float = 0.0
+    rows_per_pass: int = 32
+
+    def __post_init__(self) -> None:
+        if self.method not in BUILD_METHODS:
+            raise CircuitError(f"unknown attribution method {self.method!r}; expected one of {', '.join(BUILD_METHODS)}")
+        if self.positions not in POSITION_MODES:
+            raise CircuitError(f"unknown positions mode {self.positions!r}; expected one of {', '.join(POSITION_MODES)}")
+        if self.steps < 1:
+            raise CircuitError(f"steps must be at least 1, got {self.steps}")
+        if self.max_nodes is not None and self.max_nodes < 1:
+            raise CircuitError(f"max_nodes must be at least 1 (or None), got {self.max_nodes}")
+        if self.max_targets < 0:
+            raise CircuitError(f"max_targets must be >= 0, got {self.max_targets}")
+        if self.min_effect is not None and self.min_effect < 0:
+            raise CircuitError(f"min_effect must be >= 0 (or None), got {self.min_effect}")
+        if self.edge_threshold < 0:
+            raise CircuitError(f"edge_threshold must be >= 0, got {self.edge_threshold}")
+
+
+@dataclass
+class AttributedGraph:
+    """The attributed graph and what produced it."""
+
+    graph: nx.DiGraph
+    nodes: NodeEffects
+    edges: EdgeEffects | None
+    positions: PositionMap
+    targets: list[Target]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_nodes(self) -> int:
+        return self.graph.number_of_nodes() - 1
+
+    @property
+    def n_edges(self) -> int:
+        return self.graph.number_of_edges()
+
+
+# ------------------------------------------------------------------------------------ positions
+
+
+def position_map(batch: TaskBatch, mode: str, token_labels: Sequence[str] | None = None) -> PositionMap:
+    """The position groups of ``batch`` for ``mode`` (``token`` | ``schema`` | ``agnostic``).
+
+    Token labels default to the position numbers; span names come from the batch's schema.
+    """
+    width = batch.clean.shape[1]
+    if mode == "token":
+        labels = list(token_labels) if token_labels is not None else [str(i) for i in range(width)]
+        if len(labels) != width:
+            raise CircuitError(f"{len(labels)} token labels for prompts of {width} positions")
+        return PositionMap.tokens(batch.clean_lengths, width, labels)
+    if mode == "schema":
+        for name in batch.span_names:
+            if name.isdigit() or "/" in name or not name:
+                raise CircuitError(f"span name {name!r} cannot name a graph position (all digits, empty or with '/')")
+        return PositionMap.spans(batch.clean_span, batch.span_names)
+    if mode == "agnostic":
+        return PositionMap.agnostic(batch.clean_lengths, width)
+    raise CircuitError(f"unknown positions mode {mode!r}; expected one of {', '.join(POSITION_MODES)}")
+
+
+def graph_position(positions: PositionMap, group: int) -> int | str:
+    """The graph's name of a position group: a token index, a span name or ``"*"``."""
+    if positions.mode == "token":
+        return group
+    if positions.mode == "agnostic":
+        return "*"
+    return positions.labels[group]
+
+
+# ---------------------------------------------------------------------------------------- nodes
+
+
+@dataclass
+class AggregatedNodes:
+    """Aggregated node effects of one site: features [n_positions, d_sae] and errors [n_positions]."""
+
+    features: torch.Tensor
+    errors: torch.Tensor
+
+    def as_matrix(self) -> torch.Tensor:
+        """[n_positions, d_sae + 1]: the error node in the last column."""
+        return torch.cat([self.features, self.errors[:, None]], dim=1)
+
+
+def aggregate_nodes(nodes: NodeEffects, positions: PositionMap) -> dict[str, AggregatedNodes]:
+    """Node effects summed within position groups and averaged over examples, per site."""
+    return {
+        site: AggregatedNodes(positions.aggregate(nodes.features[site]).cpu(), positions.aggregate(nodes.errors[site]).cpu())
+        for site in nodes.sites
+    }
+
+
+def select_nodes(agg: Mapping[str, AggregatedNodes], min_effect: float | None, max_nodes: int | None) -> dict[str, torch.Tensor]:
+    """Per site a bool [n_positions, d_sae + 1] of the nodes the graph keeps (see :class:`BuildConfig`)."""
+    mats = {s: a.as_matrix().abs() for s, a in agg.items()}
+    keep = {s: (m > min_effect) if min_effect is not None else torch.ones_like(m, dtype=torch.bool) for s, m in mats.items()}
+    total = sum(int(k.sum()) for k in keep.values())
+    if max_nodes is not None and total > max_nodes:
+        flat = torch.cat([torch.where(keep[s], mats[s], torch.full_like(mats[s], -1.0)).flatten() for s in mats])
+        top = torch.topk(flat, max_nodes).indices
+        chosen = torch.zeros_like(flat, dtype=torch.bool)
+        chosen[top] = True
+        offset = 0
+        for s, m in mats.items():
+            keep[s] = chosen[offset : offset + m.numel()].view_as(m)
+            offset += m.numel()
+    return keep
+
+
+def choose_targets(
+    agg: Mapping[str, AggregatedNodes], keep: Mapping[str, torch.Tensor], max_targets: int, site_order: Sequence[str]
+) -> list[Target]:
+    """The ``max_targets`` kept nodes of largest ``|effect|`` that have upstream sites (not the first site)."""
+    candidates: list[tuple[float, int, str, int, int]] = []
+    for rank, site in enumerate(site_order):
+        if rank == 0:
+            continue  # nothing upstream of the first site (the embedding)
+        mat = agg[site].as_matrix().abs()
+        d_sae = agg[site].features.shape[1]
+        pos, idx = torch.nonzero(keep[site], as_tuple=True)
+        for p, i, v in zip(pos.tolist(), idx.tolist(), mat[pos, idx].tolist()):
+            candidates.append((-v, rank, site, p, ERROR if i == d_sae else i))
+    candidates.sort(key=lambda c: (c[0], c[1], c[3], c[4]))
+    return [Target(site, p, i) for _, _, site, p, i in candidates[:max_targets]]
+
+
+# ---------------------------------------------------------------------------------------- graph
+
+
+def _index(i: int, d_sae: int) -> int | str:
+    return ERROR_INDEX if i == d_sae or i == ERROR else i
+
+
+def _add_edges(
+    G: nx.DiGraph,
+    target_id: str,
+    by_site: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    keep: Mapping[str, torch.Tensor],
+    positions: PositionMap,
+    threshold: float,
+) -> None:
+    for site, (f, e) in by_site.items():
+        mat = torch.cat([f.cpu(), e.cpu()[:, None]], dim=1)
+        d_sae = f.shape[1]
+        mask = keep[site] & (mat.abs() > threshold) & (mat != 0)
+        pos, idx = torch.nonzero(mask, as_tuple=True)
+        for p, i, v in zip(pos.tolist(), idx.tolist(), mat[pos, idx].tolist()):
+            src = node_id(site, graph_position(positions, p), _index(i, d_sae))
+            G.add_edge(src, target_id, effect=float(v))
+
+
+def graph_from_effects(
+    agg: Mapping[str, AggregatedNodes],
+    keep: Mapping[str, torch.Tensor],
+    edges: EdgeEffects | None,
+    targets: Sequence[Target],
+    positions: PositionMap,
+    *,
+    metadata: Mapping[str, Any],
+    n_layers: int,
+    metric_value: float,
+    metric_label: str = "",
+    edge_threshold: float = 0.0,
+) -> nx.DiGraph:
+    """The attributed graph: kept nodes in forward order, edges into targets and into the metric."""
+    G = new_graph(
+        positions=positions.mode, position_labels=[str(x) for x in positions.labels], n_layers=n_layers, **dict(metadata)
+    )
+    targeted = {(t.site, t.position, t.index) for t in targets}
+    for site, a in agg.items():
+        d_sae = a.features.shape[1]
+        mat = a.as_matrix()
+        kind = Site.parse(site)
+        pos, idx = torch.nonzero(keep[site], as_tuple=True)
+        for p, i, v in zip(pos.tolist(), idx.tolist(), mat[pos, idx].tolist()):
+            index = _index(i, d_sae)
+            scored = (site, p, ERROR if index == ERROR_INDEX else i) in targeted
+            position = graph_position(positions, p)
+            G.add_node(
+                node_id(kind.name, position, index), site=kind.name, layer=kind.layer, sublayer=kind.kind, position=position,
+                feature=None if index == ERROR_INDEX else index, kind="error" if index == ERROR_INDEX else "feature",
+                effect=float(v), label="", scored_inputs=scored,
+            )
+    add_metric(G, effect=float(metric_value), label=metric_label, scored_inputs=True)
+    if edges is not None:
+        for t in targets:
+            d_sae = agg[t.site].features.shape[1]
+            tid = node_id(t.site, graph_position(positions, t.position), _index(t.index, d_sae))
+            _add_edges(G, tid, edges.incoming.get(t, {}), keep, positions, edge_threshold)
+        _add_edges(G, METRIC, edges.to_metric, keep, positions, edge_threshold)
+    return G
+
+
+def attribute_graph(
+    rm: ReplacementModel,
+    batch: TaskBatch,
+    inputs: AttributionInputs,
+    config: BuildConfig = BuildConfig(),
+    *,
+    metadata: Mapping[str, Any],
+    token_labels: Sequence[str] | None = None,
+    progress: bool = False,
+) -> AttributedGraph:
+    """Score every node and the edges into the largest ones on ``batch``; build the graph.
+
+    ``inputs`` are the batch's attribution inputs (:func:`circuits.attribute.attribution_inputs`).
+    ``metadata`` must name ``model``, ``dictionaries`` and ``task`` (graph attributes; ``method``
+    defaults to ``config.method``);
+    ``token_labels`` label the columns of a token-level graph.
+    """
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    nodes = node_effects(rm, inputs, method=config.method, steps=config.steps, progress=progress)
+    seconds["nodes"] = time.perf_counter() - t0
+    positions = position_map(batch, config.positions, token_labels)
+    agg = aggregate_nodes(nodes, positions)
+    keep = select_nodes(agg, config.min_effect, config.max_nodes)
+    n_kept = sum(int(k.sum()) for k in keep.values())
+    if n_kept == 0:
+        raise CircuitError(
+            "no node has a nonzero effect on the metric: the clean and counterfactual prompts may not differ, "
+            "or the model ignores the task"
+        )
+    targets = choose_targets(agg, keep, config.max_targets, rm.site_names)
+    t0 = time.perf_counter()
+    edges = edge_effects(rm, inputs, nodes, targets, positions, rows_per_pass=config.rows_per_pass, progress=progress)
+    seconds["edges"] = time.perf_counter() - t0
+    with torch.no_grad():
+        clean_metric = float(inputs.metric(rm.run(inputs.clean).logits, inputs.index()).mean())
+    t0 = time.perf_counter()
+    G = graph_from_effects(
+        agg, keep, edges, targets, positions,
+        metadata={"method": config.method, **dict(metadata), "examples": int(len(batch)),
+                  "steps": config.steps if config.method == "ig" else None},
+        n_layers=int(rm.model.cfg.n_layers), metric_value=clean_metric,
+        metric_label=METRIC_LABELS.get(batch.metric, batch.metric), edge_threshold=config.edge_threshold,
+    )
+    seconds["graph"] = time.perf_counter() - t0
+    log.info("attributed graph: %d nodes, %d edges, %d targets", G.number_of_nodes() - 1, G.number_of_edges(), len(targets))
+    return AttributedGraph(G, nodes, edges, positions, list(targets), seconds)

@@ -1,0 +1,115 @@
+"""``circuits discover`` and ``circuits evaluate``: a task in, a pruned and evaluated circuit out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from circuits.commands import add_output_options
+
+
+def register(sub) -> None:
+    d = sub.add_parser(
+        "discover",
+        help="attribute a task, prune to a circuit, evaluate it on held-out examples and draw it",
+        description="Writes circuit.json, circuit.svg, curve.json and curve.png into --out.",
+    )
+    d.add_argument("task", help="built-in task name (see `circuits tasks list`) or JSONL task file")
+    d.add_argument("--schema", default=None, help="schema CSV of a JSONL task file")
+    d.add_argument("--model", default="toy", help="'toy' (default), a saved toy-model folder, or a HuggingFace name")
+    d.add_argument("--dictionaries", default=None, help="dictionary-set folder, or 'neurons' (default: the toy model's shipped set)")
+    d.add_argument("--kinds", choices=("saes", "transcoders"), default="saes", help="SAEs on attn/mlp/resid, or transcoders for the MLPs")
+    d.add_argument("--method", choices=("ig", "atp"), default="ig", help="integrated gradients (default) or attribution patching")
+    d.add_argument("--steps", type=int, default=10, help="integrated-gradient steps")
+    d.add_argument("--positions", choices=("token", "schema", "agnostic"), default="schema", help="node positions (default: schema spans)")
+    size = d.add_mutually_exclusive_group()
+    size.add_argument("--nodes", type=int, default=None, help="circuit size: the top N nodes by |effect| (default 64)")
+    size.add_argument("--node-threshold", type=float, default=None, help="circuit: every node with |effect| >= T")
+    d.add_argument("--ablation", choices=("mean", "zero", "patch"), default="mean", help="how nodes outside the circuit are ablated")
+    d.add_argument("--keep-errors", action="store_true", help="never ablate error nodes")
+    d.add_argument("--keep-embed", action="store_true", help="never ablate the embedding (Sparse Feature Circuits' convention)")
+    d.add_argument("--examples", type=int, default=64, help="attribution examples")
+    d.add_argument("--eval-examples", type=int, default=64, help="held-out evaluation examples")
+    d.add_argument("--seed", type=int, default=0, help="attribution seed; evaluation uses seed + 1")
+    d.add_argument("--max-nodes", type=int, default=3000, help="nodes kept in the attributed graph")
+    d.add_argument("--max-targets", type=int, default=256, help="nodes whose incoming edges are scored")
+    d.add_argument("--curve-points", type=int, default=15, help="points of the node curve")
+    d.add_argument("--no-edge-curve", action="store_true", help="skip edge-level evaluation and the edge curve")
+    d.add_argument("--device", default=None, help="torch device; default CUDA when present, else CPU")
+    d.add_argument("--out", default="circuit_out", help="output folder (default: ./circuit_out)")
+    add_output_options(d)
+    d.set_defaults(func=_discover)
+
+    e = sub.add_parser("evaluate", help="re-evaluate a saved circuit.json on a task's held-out examples")
+    e.add_argument("circuit", help="circuit.json written by `circuits discover`")
+    e.add_argument("task", help="built-in task name or JSONL task file")
+    e.add_argument("--schema", default=None, help="schema CSV of a JSONL task file")
+    e.add_argument("--model", default=None, help="default: the model recorded in the circuit")
+    e.add_argument("--dictionaries", default=None, help="default: the dictionaries recorded in the circuit")
+    e.add_argument("--ablation", choices=("mean", "zero", "patch"), default="mean")
+    e.add_argument("--keep-errors", action="store_true", help="never ablate error nodes")
+    e.add_argument("--keep-embed", action="store_true", help="never ablate the embedding")
+    e.add_argument("--eval-examples", type=int, default=64)
+    e.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's held-out seed)")
+    e.add_argument("--no-edges", action="store_true", help="skip edge-level evaluation")
+    e.add_argument("--device", default=None)
+    add_output_options(e)
+    e.set_defaults(func=_evaluate)
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def _discover(args: argparse.Namespace) -> int:
+    import torch
+
+    from circuits.pipeline import DiscoverConfig, discover
+
+    torch.manual_seed(args.seed)
+    config = DiscoverConfig(
+        task=args.task, schema=args.schema, model=args.model, dictionaries=args.dictionaries, kinds=args.kinds,
+        method=args.method, steps=args.steps, positions=args.positions, n_nodes=args.nodes,
+        node_threshold=args.node_threshold, ablation=args.ablation, ablate_errors=not args.keep_errors,
+        ablate_embed=not args.keep_embed, n_attribution=args.examples, n_eval=args.eval_examples, seed=args.seed,
+        max_nodes=args.max_nodes, max_targets=args.max_targets, curve_points=args.curve_points,
+        edge_curve=not args.no_edge_curve, device=args.device,
+    )
+    result = discover(config, out=args.out, progress=not args.quiet and not args.json)
+    s = result.summary()
+    if args.json:
+        print(json.dumps(s))
+        return 0
+    needed = s["nodes_needed"]
+    print(f"{s['task']}: {s['model']} with {s['dictionaries']}, {s['method']} attribution, {s['positions']} positions, "
+          f"{s['ablation']} ablation")
+    print(f"  attributed graph  {s['graph_nodes']:>6} nodes {s['graph_edges']:>7} edges")
+    print(f"  circuit           {s['nodes']:>6} nodes {s['edges']:>7} edges  ({s['feature_nodes']} features, {s['error_nodes']} errors)")
+    print(f"  faithfulness      {_fmt(s['faithfulness']):>6}   (edge level {_fmt(s['faithfulness_edges'])})")
+    print(f"  completeness      {_fmt(s['completeness']):>6}")
+    print(f"  metric            model {_fmt(s['m_model'])}  circuit {_fmt(s['m_circuit'])}  empty {_fmt(s['m_empty'])}")
+    print("  nodes needed      " + "  ".join(f"F>={k}: {v if v is not None else '-'}" for k, v in needed.items()))
+    print(f"  CPR {_fmt(s['cpr'])}  CMD {_fmt(s['cmd'])}")
+    print(f"  wrote {', '.join(sorted(s['files']))} to {args.out}  ({sum(s['seconds'].values()):.1f} s)")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from circuits.pipeline import evaluate_saved
+
+    res = evaluate_saved(
+        args.circuit, args.task, model=args.model, dictionaries=args.dictionaries, ablation=args.ablation,
+        ablate_errors=not args.keep_errors, ablate_embed=not args.keep_embed, edges=not args.no_edges,
+        n_eval=args.eval_examples, seed=args.seed, schema=args.schema, device=args.device,
+    )
+    s = res.summary()
+    if args.json:
+        print(json.dumps(s))
+        return 0
+    print(f"{args.circuit} on {args.task} ({s['ablation']} ablation): {s['nodes']} nodes, {s['edges']} edges")
+    print(f"  faithfulness {_fmt(s['faithfulness'])} (edge level {_fmt(s['faithfulness_edges'])})  completeness {_fmt(s['completeness'])}")
+    print(f"  metric: model {_fmt(s['m_model'])}  circuit {_fmt(s['m_circuit'])}  empty {_fmt(s['m_empty'])}")
+    return 0

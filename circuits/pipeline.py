@@ -1,0 +1,477 @@
+"""The discovery pipeline: a task in, a pruned, evaluated and rendered circuit out.
+
+One named function per phase, each returning a dataclass; :func:`discover` chains them and
+:func:`write_outputs` writes the run folder. The ``circuits discover`` and ``circuits evaluate``
+commands are thin wrappers over :func:`discover` and :func:`evaluate_saved`.
+
+1. :func:`load_setup`: the model, its dictionary set and the replacement model;
+2. :func:`load_data`: attribution examples (seed ``seed``) and held-out evaluation examples
+   (seed ``seed + 1``; for a task file, the examples after the first ``n_attribution``);
+3. :func:`circuits.build.attribute_graph`: node and edge effects, the attributed graph;
+4. :func:`choose_circuit`: the circuit, by size (top-N nodes) or by node threshold;
+5. :class:`circuits.evaluate.Evaluator`: faithfulness and completeness on the held-out examples,
+   at node and at edge level, and the curves;
+6. :func:`write_outputs`: circuit.json, circuit.svg, curve.json, curve.png.
+
+Python::
+
+    from circuits.pipeline import DiscoverConfig, discover
+    result = discover(DiscoverConfig(task="ioi"), out="runs/ioi")
+    print(result.summary()["faithfulness"], result.circuit.number_of_nodes())
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import torch
+
+from circuits.attribute import attribution_inputs
+from circuits.build import AttributedGraph, BuildConfig, attribute_graph
+from circuits.curves import nodes_needed
+from circuits.errors import CircuitError
+from circuits.evaluate import Curves, EvalConfig, Evaluation, Evaluator, faithfulness_curves
+from circuits.graph import check_compatible, count_nodes, load_circuit, save_circuit
+from circuits.models import TOY, LoadedModel, load_model
+from circuits.prune import PruneResult, prune_by_threshold, prune_top_nodes
+from circuits.tasks import Task, TaskBatch, TASKS, make_task
+from replacement.model import ReplacementModel
+from replacement.sites import MIXED_KINDS, SAE_KINDS
+
+log = logging.getLogger(__name__)
+
+NEURONS = "neurons"
+SITE_KINDS_CHOICES = {"saes": SAE_KINDS, "transcoders": MIXED_KINDS}
+LEVELS = (0.5, 0.8, 0.9)
+DEFAULT_NODES = 64
+
+
+@dataclass(frozen=True)
+class DiscoverConfig:
+    """Everything a discovery run depends on; the defaults give a small, faithful IOI circuit on the toy model.
+
+    ``task``: a built-in task name or a JSONL task file (``schema``: its schema CSV).
+    ``dictionaries``: a dictionary-set folder, ``"neurons"`` (the identity / MLP-neuron baseline) or
+    None (the model's shipped set; the toy model only). ``kinds``: ``"saes"`` (embed, attn, mlp, resid)
+    or ``"transcoders"`` (embed, attn, transcoder, resid). The circuit is the top ``n_nodes`` nodes
+    by |effect|, or the nodes with |effect| >= ``node_threshold`` (give at most one; neither:
+    ``DEFAULT_NODES``).
+    """
+
+    task: str = "ioi"
+    schema: str | None = None
+    model: str = TOY
+    dictionaries: str | None = None
+    kinds: str = "saes"
+    method: str = "ig"
+    positions: str = "schema"
+    steps: int = 10
+    n_nodes: int | None = None
+    node_threshold: float | None = None
+    ablation: str = "mean"
+    ablate_errors: bool = True
+    ablate_embed: bool = True
+    n_attribution: int = 64
+    n_eval: int = 64
+    seed: int = 0
+    max_nodes: int | None = 3000
+    max_targets: int = 256
+    curve_points: int = 15
+    edge_curve: bool = True
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kinds not in SITE_KINDS_CHOICES:
+            raise CircuitError(f"unknown site kinds {self.kinds!r}; expected one of {', '.join(SITE_KINDS_CHOICES)}")
+        if self.n_nodes is not None and self.node_threshold is not None:
+            raise CircuitError("choose the circuit by --nodes or by --node-threshold, not both")
+        if self.n_nodes is not None and self.n_nodes < 1:
+            raise CircuitError(f"--nodes must be at least 1, got {self.n_nodes}")
+        if self.node_threshold is not None and not self.node_threshold >= 0:
+            raise CircuitError(f"--node-threshold must be >= 0, got {self.node_threshold}")
+        if self.n_attribution < 1 or self.n_eval < 1:
+            raise CircuitError("a run needs at least one attribution and one evaluation example")
+        self.build_config()  # validates method, positions, steps
+        self.eval_config()  # validates the ablation
+
+    def build_config(self) -> BuildConfig:
+        return BuildConfig(
+            method=self.method, positions=self.positions, steps=self.steps, max_nodes=self.max_nodes,
+            max_targets=self.max_targets,
+        )
+
+    def eval_config(self) -> EvalConfig:
+        return EvalConfig(ablation=self.ablation, ablate_errors=self.ablate_errors, ablate_embed=self.ablate_embed)
+
+
+# ------------------------------------------------------------------------------------ phase 1
+
+
+@dataclass
+class Setup:
+    """The model, the replacement model and the names recorded in circuit.json."""
+
+    loaded: LoadedModel
+    rm: ReplacementModel
+    model_name: str
+    dictionaries_name: str
+    dictionaries_source: str
+
+
+def load_dictionaries(model: Any, model_name: str, source: str | None, kinds: str = "saes", device: torch.device | None = None):
+    """The dictionary set of a run: ``source`` a folder, ``"neurons"``, or None for the toy model's shipped set."""
+    from replacement.dictionaries import DictionarySet, shipped_toy_set
+
+    if kinds not in SITE_KINDS_CHOICES:
+        raise CircuitError(f"unknown site kinds {kinds!r}; expected one of {', '.join(SITE_KINDS_CHOICES)}")
+    wanted = SITE_KINDS_CHOICES[kinds]
+    if source == NEURONS:
+        return DictionarySet.identity(model, kinds=wanted, name=NEURONS)
+    if source is None:
+        if model_name != TOY:
+            raise CircuitError(
+                f"model {model_name!r} has no default dictionary set: give --dictionaries (a dictionary-set folder) or 'neurons'"
+            )
+        path = shipped_toy_set()
+        if not (path / "index.json").exists():
+            raise CircuitError(
+                f"the toy model's dictionary set is not installed at {path}; give --dictionaries (a folder) or 'neurons'"
+            )
+    else:
+        path = Path(source)
+    ds = DictionarySet.load(path, device=device)
+    available = {s.kind for s in ds.sites}
+    chosen = tuple(k for k in wanted if k in available)
+    if not any(k in available for k in wanted if k not in ("embed",)):
+        raise CircuitError(f"the dictionary set at {path} has no {kinds} sites (it has {', '.join(sorted(available))})")
+    return ds.select(kinds=chosen)
+
+
+def load_setup(config: DiscoverConfig, model_name: str | None = None, dictionaries: str | None = None) -> Setup:
+    """Load the model and its dictionaries (``model_name`` / ``dictionaries`` override the config's)."""
+    name = model_name or config.model
+    source = dictionaries if dictionaries is not None else config.dictionaries
+    loaded = load_model(name, device=config.device)
+    ds = load_dictionaries(loaded.model, name, source, config.kinds, loaded.device)
+    ds.validate_for(loaded.model)
+    rm = ReplacementModel(loaded.model, ds)
+    return Setup(loaded, rm, loaded.name, ds.name, source if source is not None else "default")
+
+
+# ------------------------------------------------------------------------------------ phase 2
+
+
+@dataclass
+class TaskData:
+    """Attribution and held-out evaluation examples of one task."""
+
+    name: str
+    attribution: Task
+    evaluation: Task
+    attribution_batch: TaskBatch
+    evaluation_batch: TaskBatch
+    eval_seed: int | None
+
+
+def load_data(
+    spec: str, tokenizer: Any, n_attribution: int = 64, n_eval: int = 64, seed: int = 0, schema: str | None = None
+) -> TaskData:
+    """A built-in task (attribution seed ``seed``, evaluation seed ``seed + 1``) or a task file split in two."""
+    from circuits.commands.tasks import resolve_task
+
+    if spec in TASKS:
+        attr = make_task(spec, tokenizer, n=n_attribution, seed=seed)
+        ev = make_task(spec, tokenizer, n=n_eval, seed=seed + 1)
+        eval_seed: int | None = seed + 1
+    else:
+        task = resolve_task(spec, tokenizer, schema=schema)
+        if len(task) < 2:
+            raise CircuitError(f"{spec}: a task file needs at least 2 examples (attribution and held-out evaluation)")
+        n_first = min(n_attribution, len(task) // 2) if len(task) < n_attribution + n_eval else n_attribution
+        attr, rest = task.split(n_first)
+        ev = Task(rest.name, rest.examples[:n_eval], rest.metric, rest.description)
+        eval_seed = None
+    pad = tokenizer.pad_id
+    return TaskData(attr.name, attr, ev, attr.batch(pad), ev.batch(pad), eval_seed)
+
+
+def token_labels(tokenizer: Any, batch: TaskBatch) -> list[str]:
+    """Column labels of a token-level graph: the tokens of the longest prompt."""
+    longest = int(batch.clean_lengths.argmax())
+    return [tokenizer.decode([int(t)]) or f"<{int(t)}>" for t in batch.clean[longest]]
+
+
+# ------------------------------------------------------------------------------------ phase 4
+
+
+def choose_circuit(G: nx.DiGraph, n_nodes: int | None = None, node_threshold: float | None = None) -> PruneResult:
+    """The circuit: the top ``n_nodes`` nodes (capped at the graph's size), or every node with
+    ``|effect| >= node_threshold``; then only what connects the inputs to the metric."""
+    if n_nodes is not None and node_threshold is not None:
+        raise CircuitError("choose the circuit by a number of nodes or by a node threshold, not both")
+    if node_threshold is not None:
+        return prune_by_threshold(G, node_threshold=node_threshold)
+    total = count_nodes(G)
+    n = DEFAULT_NODES if n_nodes is None else n_nodes
+    if n > total:
+        raise CircuitError(f"asked for a circuit of {n} nodes, but the attributed graph has only {total}")
+    return prune_top_nodes(G, n)
+
+
+# ------------------------------------------------------------------------------------ results
+
+
+@dataclass
+class DiscoverResult:
+    """Everything a discovery run produced."""
+
+    config: DiscoverConfig
+    attributed: AttributedGraph
+    prune: PruneResult
+    evaluation: Evaluation
+    edge_evaluation: Evaluation | None
+    curves: Curves
+    files: dict[str, Path] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def circuit(self) -> nx.DiGraph:
+        return self.prune.graph
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        return self.attributed.graph
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary ``circuits discover --json`` prints."""
+        e = self.evaluation
+        meta = self.graph.graph
+        node_curve = self.curves.nodes
+        return {
+            "faithfulness": e.faithfulness,
+            "completeness": e.completeness,
+            "nodes": e.nodes,
+            "edges": self.circuit.number_of_edges(),
+            "feature_nodes": e.feature_nodes,
+            "error_nodes": e.error_nodes,
+            "faithfulness_edges": None if self.edge_evaluation is None else self.edge_evaluation.faithfulness,
+            "m_model": e.m_model,
+            "m_empty": e.m_empty,
+            "m_circuit": e.m_circuit,
+            "cpr": self.curves.cpr,
+            "cmd": self.curves.cmd,
+            "nodes_needed": {str(level): nodes_needed(node_curve, level) for level in LEVELS},
+            "graph_nodes": count_nodes(self.graph),
+            "graph_edges": self.graph.number_of_edges(),
+            "task": meta.get("task"),
+            "model": meta.get("model"),
+            "dictionaries": meta.get("dictionaries"),
+            "method": meta.get("method"),
+            "positions": meta.get("positions"),
+            "ablation": e.ablation,
+            "attribution_examples": len(self.attributed.nodes.valid),
+            "evaluation_examples": meta.get("evaluation_examples"),
+            "files": {k: str(v) for k, v in self.files.items()},
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+        }
+
+
+# ------------------------------------------------------------------------------------ phase 6
+
+
+def _plot_curve(curve: dict[str, Any], path: Path) -> Path | None:
+    """curve.png through :func:`viz.plots.plot_curve`; a minimal matplotlib figure until that exists."""
+    try:
+        from viz.plots import plot_curve  # type: ignore[import-not-found]
+    except ImportError:
+        plot_curve = None
+    if plot_curve is not None:
+        plot_curve(curve, path)
+        return path
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from circuits.graph import write_json_atomic  # noqa: F401  (atomic text writes live there)
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, key, label in ((axes[0], "sizes_nodes", "nodes"), (axes[1], "sizes_edges", "edges")):
+        xs = [max(x, 1) for x in curve[key]]
+        ax.plot(xs, curve["faithfulness"], "o-", label="faithfulness")
+        if curve.get("completeness") is not None:
+            ax.plot(xs, curve["completeness"], "s--", label="completeness")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"circuit size ({label})")
+        ax.axhline(1.0, color="grey", lw=0.5)
+        ax.axhline(0.0, color="grey", lw=0.5)
+    edge = curve.get("metadata", {}).get("edge_curve")
+    if edge:
+        xs = [max(x, 1) for x in edge["sizes_edges"]]
+        axes[1].plot(xs, edge["faithfulness"], "^-", label="faithfulness (edge ablation)")
+    axes[0].set_ylabel("score")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_outputs(out: str | Path, circuit: nx.DiGraph, curves: Curves, title: str | None = None) -> dict[str, Path]:
+    """Write circuit.json, circuit.svg (Graphviz, with circuit.dot), curve.json and curve.png into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {"circuit.json": save_circuit(circuit, out / "circuit.json")}
+    curve = curves.to_curve()
+    files["curve.json"] = curve.to_json(out / "curve.json")
+    try:
+        from viz.diagram import render
+    except ImportError:  # the viz package is optional for library use
+        log.warning("viz.diagram is not available: no circuit.svg")
+    else:
+        written = render(circuit, out / "circuit", formats=("svg",), title=title)
+        files.update({f"circuit.{k}": v for k, v in written.items()})
+    png = _plot_curve(curve.to_dict(), out / "curve.png")
+    if png is not None:
+        files["curve.png"] = png
+    return files
+
+
+# ------------------------------------------------------------------------------------ the run
+
+
+def discover(config: DiscoverConfig = DiscoverConfig(), out: str | Path | None = None, progress: bool = False) -> DiscoverResult:
+    """Attribute, prune, evaluate on held-out examples and (with ``out``) write the run folder."""
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    setup = load_setup(config)
+    data = load_data(config.task, setup.loaded.tokenizer, config.n_attribution, config.n_eval, config.seed, config.schema)
+    seconds["load"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    batch = data.attribution_batch.to(setup.loaded.device)
+    labels = token_labels(setup.loaded.tokenizer, batch) if config.positions == "token" else None
+    metadata = {
+        "model": setup.model_name, "dictionaries": setup.dictionaries_name, "task": data.name,
+        "dictionaries_source": setup.dictionaries_source, "kinds": config.kinds, "seed": config.seed,
+        "eval_seed": data.eval_seed, "evaluation_examples": len(data.evaluation),
+    }
+    attributed = attribute_graph(
+        setup.rm, batch, attribution_inputs(batch), config.build_config(), metadata=metadata,
+        token_labels=labels, progress=progress,
+    )
+    seconds["attribute"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    pruned = choose_circuit(attributed.graph, config.n_nodes, config.node_threshold)
+    evaluator = Evaluator(setup.rm, data.evaluation_batch, config.eval_config(), progress=progress)
+    evaluation = evaluator.evaluate(pruned.graph)
+    edge_eval = evaluator.evaluate(pruned.graph, level="edges", completeness=False) if config.edge_curve else None
+    seconds["evaluate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    curves = faithfulness_curves(
+        evaluator, attributed.graph, config.curve_points, fractions=None if not config.edge_curve else _fractions(),
+        progress=progress,
+    )
+    seconds["curves"] = time.perf_counter() - t
+
+    circuit = pruned.graph
+    circuit.graph["evaluation"] = {
+        "ablation": evaluation.ablation, "faithfulness": evaluation.faithfulness, "completeness": evaluation.completeness,
+        "faithfulness_edges": None if edge_eval is None else edge_eval.faithfulness,
+        "m_model": evaluation.m_model, "m_empty": evaluation.m_empty, "m_circuit": evaluation.m_circuit,
+    }
+    curves.nodes.metadata.update({k: attributed.graph.graph[k] for k in ("model", "dictionaries", "task", "method", "positions")})
+    result = DiscoverResult(config, attributed, pruned, evaluation, edge_eval, curves, seconds=seconds)
+    if out is not None:
+        t = time.perf_counter()
+        title = f"{data.name}: {evaluation.nodes} nodes, faithfulness {evaluation.faithfulness:.2f}"
+        result.files = write_outputs(out, circuit, curves, title=title)
+        seconds["write"] = time.perf_counter() - t
+    return result
+
+
+def _fractions() -> tuple[float, ...]:
+    from circuits.curves import MIB_FRACTIONS
+
+    return MIB_FRACTIONS
+
+
+# ------------------------------------------------------------------------------------ re-evaluation
+
+
+@dataclass
+class SavedEvaluation:
+    """A saved circuit re-evaluated on a task."""
+
+    circuit: nx.DiGraph
+    evaluation: Evaluation
+    edge_evaluation: Evaluation | None
+
+    def summary(self) -> dict[str, Any]:
+        e = self.evaluation
+        return {
+            "faithfulness": e.faithfulness, "completeness": e.completeness, "nodes": e.nodes,
+            "edges": self.circuit.number_of_edges(), "feature_nodes": e.feature_nodes, "error_nodes": e.error_nodes,
+            "faithfulness_edges": None if self.edge_evaluation is None else self.edge_evaluation.faithfulness,
+            "m_model": e.m_model, "m_empty": e.m_empty, "m_circuit": e.m_circuit, "ablation": e.ablation,
+            "task": self.circuit.graph.get("task"), "model": self.circuit.graph.get("model"),
+            "dictionaries": self.circuit.graph.get("dictionaries"),
+        }
+
+
+def evaluate_saved(
+    path: str | Path,
+    task: str,
+    *,
+    model: str | None = None,
+    dictionaries: str | None = None,
+    ablation: str = "mean",
+    ablate_errors: bool = True,
+    ablate_embed: bool = True,
+    edges: bool = True,
+    n_eval: int = 64,
+    seed: int | None = None,
+    schema: str | None = None,
+    device: str | None = None,
+) -> SavedEvaluation:
+    """Re-evaluate circuit.json on ``task``'s held-out examples.
+
+    The model and dictionaries default to those recorded in the file; given explicitly, they must be
+    the ones the circuit was made with (:class:`CircuitError` otherwise). ``seed`` defaults to the
+    run's evaluation seed.
+    """
+    G = load_circuit(path)
+    meta = G.graph
+    if count_nodes(G) == 0:
+        raise CircuitError(f"{path}: the circuit is empty (no node besides 'metric'); nothing to evaluate")
+    model_name = model or meta["model"]
+    source = dictionaries if dictionaries is not None else meta.get("dictionaries_source")
+    source = None if source == "default" else source
+    config = DiscoverConfig(
+        task=task, model=model_name, dictionaries=source, kinds=meta.get("kinds", "saes"), ablation=ablation,
+        ablate_errors=ablate_errors, ablate_embed=ablate_embed, device=device, schema=schema,
+    )
+    check_compatible(G, model=model_name, source=str(path))
+    setup = load_setup(config)
+    check_compatible(G, model=setup.model_name, dictionaries=setup.dictionaries_name, source=str(path))
+    if int(meta.get("n_layers", setup.rm.model.cfg.n_layers)) != int(setup.rm.model.cfg.n_layers):
+        raise CircuitError(f"{path} was made for a model with {meta['n_layers']} layers; this one has {setup.rm.model.cfg.n_layers}")
+    eval_seed = seed if seed is not None else (meta.get("eval_seed") if meta.get("eval_seed") is not None else 1)
+    data = load_data(task, setup.loaded.tokenizer, n_attribution=n_eval, n_eval=n_eval, seed=int(eval_seed) - 1, schema=schema)
+    evaluator = Evaluator(setup.rm, data.evaluation_batch, config.eval_config())
+    evaluation = evaluator.evaluate(G)
+    edge_eval = evaluator.evaluate(G, level="edges", completeness=False) if edges else None
+    return SavedEvaluation(G, evaluation, edge_eval)
+
+
+def config_dict(config: DiscoverConfig) -> dict[str, Any]:
+    return asdict(config)
