@@ -448,6 +448,24 @@ def contexts_for(G: nx.DiGraph, labels: FeatureLabels) -> dict[str, list[dict[st
     return out
 
 
+def label_circuit(
+    G: nx.DiGraph,
+    rm: Any,
+    tokenizer: Any,
+    corpus: Corpus | str | os.PathLike[str] | None = None,
+    *,
+    k: int = DEFAULT_K,
+    window: int = DEFAULT_WINDOW,
+    cache: str | os.PathLike[str] | bool = True,
+    progress: bool = False,
+) -> dict[str, list[dict[str, Any]]]:
+    """Label ``G``'s nodes in place (:func:`label_graph`) from :func:`feature_labels` of ``rm`` on
+    ``corpus`` and return the nodes' contexts for ``viz.report`` (:func:`contexts_for`)."""
+    labels = feature_labels(rm, tokenizer, corpus, k=k, window=window, cache=cache, progress=progress)
+    label_graph(G, labels)
+    return contexts_for(G, labels)
+
+
 # --------------------------------------------------------------------------------------------- cache
 
 
@@ -566,7 +584,7 @@ def feature_labels(
     k: int = DEFAULT_K,
     window: int = DEFAULT_WINDOW,
     batch_size: int = 64,
-    cache: str | os.PathLike[str] | None | bool = True,
+    cache: str | os.PathLike[str] | bool = True,
     progress: bool = False,
 ) -> FeatureLabels:
     """Top contexts of every feature of ``rm`` on ``corpus``, read from the cache when present.
@@ -582,7 +600,7 @@ def feature_labels(
     elif not isinstance(corpus, Corpus):
         corpus = text_corpus(corpus, tokenizer, max_len=max_len)
     key = cache_key(rm, corpus, k, window)
-    folder = None if cache is False else (cache_dir() if cache is True or cache is None else Path(cache))
+    folder = None if cache is False else (cache_dir() if cache is True else Path(cache))
     path = None if folder is None else folder / f"{key}.safetensors"
     if path is not None and path.exists():
         try:
@@ -634,6 +652,7 @@ __all__ = [
     "contexts_for",
     "describe",
     "feature_labels",
+    "label_circuit",
     "label_graph",
     "load_labels",
     "save_labels",

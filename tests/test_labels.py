@@ -15,6 +15,7 @@ from circuits.labels import (
     contexts_for,
     describe,
     feature_labels,
+    label_circuit,
     label_graph,
     load_labels,
     save_labels,
@@ -245,6 +246,10 @@ def test_label_graph_and_contexts_for(toy, corpus):
     assert list(found) == [feature]
     assert found[feature] == labels.contexts("L0.attn", active)
     assert set(found[feature][0]) == {"tokens", "acts", "max_act"}
+
+    G.nodes[feature]["label"] = ""
+    assert label_circuit(G, small_rm(toy), toy.tokenizer, corpus, k=3, cache=False) == found
+    assert G.nodes[feature]["label"] == labels.describe("L0.attn", active)
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):
