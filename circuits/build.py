@@ -59,8 +59,8 @@ class BuildConfig:
     positions: str = "schema"
     steps: int = 10
     min_effect: float | None = 0.0
-    max_nodes: int | None = 3000
-    max_targets: int = 256
+    max_nodes: int | None = None
+    max_targets: int = 128
     edge_threshold: float = 0.0
     rows_per_pass: int = 32
 

@@ -97,7 +97,7 @@ class EvalConfig:
     every run. ``max_rows``: sequences per forward pass (circuits are batched).
     """
 
-    ablation: str = "mean"
+    ablation: str = "patch"
     ablate_errors: bool = True
     ablate_embed: bool = True
     max_rows: int = 512
@@ -320,12 +320,10 @@ class Evaluator:
         batch: TaskBatch,
         config: EvalConfig = EvalConfig(),
         reference: TaskBatch | AblationValues | None = None,
-        progress: bool = False,
     ):
         self.rm = rm
         self.batch = batch.to(rm.device)
         self.config = config
-        self.progress = progress
         if isinstance(reference, AblationValues):
             values = reference
         else:
@@ -346,9 +344,28 @@ class Evaluator:
         self._metric = task_metric(self.batch)
         self._cache: dict[str, float] = {}
         self._grows: bool | None = None
+        self._parsed: dict[str, NodeKey | None] = {}
+
+    def subset(self, n: int) -> Evaluator:
+        """An evaluator on the first ``n`` examples, with the same ablation values (and reference means)."""
+        if n >= len(self.batch):
+            return self
+        values = AblationValues(
+            {s: v[:n] for s, v in self.values.features.items()}, {s: v[:n] for s, v in self.values.errors.items()},
+            self.values.kind,
+        )
+        return Evaluator(self.rm, slice_batch(self.batch, n), self.config, values)
 
     # -------------------------------------------------------------------------- node sets
     def _parse(self, node: str) -> NodeKey | None:
+        """(site, position, index) of a node id, checked against the dictionaries and the task (cached)."""
+        if node in self._parsed:
+            return self._parsed[node]
+        key = self._parse_new(node)
+        self._parsed[node] = key
+        return key
+
+    def _parse_new(self, node: str) -> NodeKey | None:
         site, position, index = parse_node_id(node)
         if site == METRIC:
             return None
@@ -567,7 +584,7 @@ class Evaluator:
             else:
                 if not circuit.nodes[v].get("scored_inputs", False):
                     continue
-                vs, vp, _ = parse_node_id(v)
+                vs, vp, _ = self._parse(v)  # type: ignore[misc]
                 target = feeds[(vs, vp)]
             us, up, ui = self._parse(u)  # type: ignore[misc]
             by_pos = target.setdefault(us, {})
@@ -664,7 +681,7 @@ class Evaluator:
                 feeds_cache[(key, u)] = (self._expand(u, fed) | self._protected(u)[None, None]).to(dev)
             return feeds_cache[(key, u)]
 
-        for i, site in enumerate(tqdm(self.sites, desc="edge-level ablation", disable=not self.progress, leave=False)):
+        for i, site in enumerate(self.sites):
             live_here = live_tok[site]
             if bool(live_here.any()):
                 ups = self._direct_upstream(i)
@@ -803,32 +820,73 @@ def _pruned_or_none(fn, G: nx.DiGraph, k: int) -> nx.DiGraph | None:
         return None  # nothing connects the inputs to the metric at this size: the empty circuit
 
 
+def ranked_nodes(G: nx.DiGraph) -> list[str]:
+    """The graph's nodes (metric excluded) by decreasing ``|effect|``, ties in graph order, as pruning ranks them."""
+    nodes = [n for n in G if n != METRIC]
+    order = {n: i for i, n in enumerate(nodes)}
+    return sorted(nodes, key=lambda n: (-abs(float(G.nodes[n]["effect"])), order[n]))
+
+
+def edges_within_top(G: nx.DiGraph, ranked: Sequence[str], sizes: Sequence[int]) -> list[int]:
+    """For each k in ``sizes``, the number of edges of ``G`` between the top-k nodes of ``ranked`` (and the metric)."""
+    rank = {n: i + 1 for i, n in enumerate(ranked)}
+    rank[METRIC] = 0
+    needed = sorted(max(rank.get(u, math.inf), rank.get(v, math.inf)) for u, v in G.edges)
+    import bisect
+
+    return [bisect.bisect_right(needed, k) for k in sizes]
+
+
 def node_curve(evaluator: Evaluator, G: nx.DiGraph, n_points: int = 15, sizes: Sequence[int] | None = None) -> Curve:
-    """Faithfulness and completeness of the top-k-node circuits of ``G`` for k on a log grid."""
-    total = count_nodes(G)
+    """Faithfulness and completeness of the top-k nodes of ``G`` (by ``|effect|``) for k on a log grid.
+
+    Each point is the node set itself, evaluated at node level as Sparse Feature Circuits does (no
+    connectivity pruning); ``sizes_edges`` counts the graph's edges between its nodes.
+    """
+    ranked = ranked_nodes(G)
+    total = len(ranked)
     if total == 0:
         raise CircuitError("the graph has no nodes to build a curve from")
     sizes = list(sizes) if sizes is not None else size_grid(total, n_points)
-    circuits = [_pruned_or_none(prune_top_nodes, G, k) for k in sizes]
-    unique: dict[frozenset, int] = {}
-    sets: list[list[str]] = []
-    for c in circuits:
-        key = frozenset(c.nodes) if c is not None else frozenset()
-        if key not in unique:
-            unique[key] = len(sets)
-            sets.append(sorted(key))
-    evals = evaluator.evaluate_node_sets(sets)
-    f, comp, n_nodes, n_edges = [], [], [], []
-    for c in circuits:
-        e = evals[unique[frozenset(c.nodes) if c is not None else frozenset()]]
-        f.append(e.faithfulness)
-        comp.append(e.completeness)
-        n_nodes.append(0 if c is None else count_nodes(c))
-        n_edges.append(0 if c is None else c.number_of_edges())
-    return Curve(n_nodes, n_edges, f, comp, total, G.number_of_edges(), metadata={
-        "rule": "top_nodes", "requested_nodes": sizes, "level": "nodes", "ablation": evaluator.config.ablation,
-        "m_model": evaluator.m_model, "m_empty": evaluator.m_empty,
-    })
+    evals = evaluator.evaluate_node_sets([ranked[:k] for k in sizes])
+    return Curve(
+        list(sizes), edges_within_top(G, ranked, sizes), [e.faithfulness for e in evals],
+        [e.completeness for e in evals], total, G.number_of_edges(),
+        metadata={
+            "rule": "top_nodes", "level": "nodes", "ablation": evaluator.config.ablation,
+            "m_model": evaluator.m_model, "m_empty": evaluator.m_empty, "examples": len(evaluator.batch),
+        },
+    )
+
+
+def smallest_faithful(
+    evaluator: Evaluator, G: nx.DiGraph, target: float, n_points: int = 10, refine: int = 5
+) -> tuple[int, float]:
+    """The smallest k whose top-k nodes reach faithfulness ``target`` on the evaluator's batch, and that faithfulness.
+
+    A log grid brackets k, then bisection narrows it (``refine`` more evaluations). If no size
+    reaches the target, the size of best faithfulness on the grid is returned.
+    """
+    ranked = ranked_nodes(G)
+    if not ranked:
+        raise CircuitError("the graph has no nodes to choose a circuit from")
+    sizes = size_grid(len(ranked), n_points)
+    scores = [e.faithfulness for e in evaluator.evaluate_node_sets([ranked[:k] for k in sizes], completeness=False)]
+    hit = next((i for i, f in enumerate(scores) if f >= target), None)
+    if hit is None:
+        best = max(range(len(sizes)), key=lambda i: scores[i])
+        return sizes[best], scores[best]
+    lo, hi, f_hi = (sizes[hit - 1] if hit > 0 else 0), sizes[hit], scores[hit]
+    for _ in range(refine):
+        if hi - lo <= 1:
+            break
+        mid = (lo + hi) // 2
+        f_mid = evaluator.evaluate_node_sets([ranked[:mid]], completeness=False)[0].faithfulness
+        if f_mid >= target:
+            hi, f_hi = mid, f_mid
+        else:
+            lo = mid
+    return hi, f_hi
 
 
 def edge_curve(evaluator: Evaluator, G: nx.DiGraph, fractions: Sequence[float] = MIB_FRACTIONS, progress: bool = False) -> Curve:
@@ -860,19 +918,33 @@ def edge_curve(evaluator: Evaluator, G: nx.DiGraph, fractions: Sequence[float] =
 
 
 def faithfulness_curves(
-    evaluator: Evaluator, G: nx.DiGraph, n_points: int = 15, fractions: Sequence[float] | None = MIB_FRACTIONS,
+    evaluator: Evaluator,
+    G: nx.DiGraph,
+    n_points: int = 15,
+    fractions: Sequence[float] | None = MIB_FRACTIONS,
+    edge_examples: int | None = None,
     progress: bool = False,
 ) -> Curves:
-    """The node curve and (unless ``fractions`` is None) the edge curve of ``G``."""
+    """The node curve and (unless ``fractions`` is None) the edge curve of ``G``.
+
+    ``edge_examples``: evaluate the edge curve on the first this many examples only (edge-level
+    ablation costs a forward pass per site and position group); None uses them all.
+    """
     import time
 
     t0 = time.perf_counter()
     nodes = node_curve(evaluator, G, n_points)
     t1 = time.perf_counter()
-    edges = edge_curve(evaluator, G, fractions, progress) if fractions is not None and G.number_of_edges() else None
+    edges = None
+    if fractions is not None and G.number_of_edges():
+        edge_eval = evaluator if edge_examples is None else evaluator.subset(edge_examples)
+        edges = edge_curve(edge_eval, G, fractions, progress)
+        edges.metadata["examples"] = len(edge_eval.batch)
     t2 = time.perf_counter()
     return Curves(nodes, edges, {"node_curve": t1 - t0, "edge_curve": t2 - t1})
 
 
-def finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
+def slice_batch(batch: TaskBatch, n: int) -> TaskBatch:
+    """The first ``n`` examples of a batch (padding width unchanged)."""
+    fields = {k: (v[:n] if isinstance(v, torch.Tensor) else v) for k, v in batch.__dict__.items()}
+    return TaskBatch(**fields)

@@ -35,20 +35,21 @@ from circuits.attribute import attribution_inputs
 from circuits.build import AttributedGraph, BuildConfig, attribute_graph
 from circuits.curves import nodes_needed
 from circuits.errors import CircuitError
-from circuits.evaluate import Curves, EvalConfig, Evaluation, Evaluator, faithfulness_curves
-from circuits.graph import check_compatible, count_nodes, load_circuit, save_circuit
+from circuits.evaluate import Curves, EvalConfig, Evaluation, Evaluator, faithfulness_curves, ranked_nodes, smallest_faithful
+from circuits.graph import METRIC, check_compatible, copy_graph, count_nodes, load_circuit, save_circuit
 from circuits.models import TOY, LoadedModel, load_model
 from circuits.prune import PruneResult, prune_by_threshold, prune_top_nodes
 from circuits.tasks import Task, TaskBatch, TASKS, make_task
 from replacement.model import ReplacementModel
 from replacement.sites import MIXED_KINDS, SAE_KINDS
+from viz.diagram import render
+from viz.plots import plot_curve
 
 log = logging.getLogger(__name__)
 
 NEURONS = "neurons"
 SITE_KINDS_CHOICES = {"saes": SAE_KINDS, "transcoders": MIXED_KINDS}
 LEVELS = (0.5, 0.8, 0.9)
-DEFAULT_NODES = 64
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,9 @@ class DiscoverConfig:
     ``dictionaries``: a dictionary-set folder, ``"neurons"`` (the identity / MLP-neuron baseline) or
     None (the model's shipped set; the toy model only). ``kinds``: ``"saes"`` (embed, attn, mlp, resid)
     or ``"transcoders"`` (embed, attn, transcoder, resid). The circuit is the top ``n_nodes`` nodes
-    by |effect|, or the nodes with |effect| >= ``node_threshold`` (give at most one; neither:
-    ``DEFAULT_NODES``).
+    by |effect|, or the nodes with |effect| >= ``node_threshold``, or (neither given) the smallest
+    top-N whose faithfulness on the *attribution* examples reaches ``faithfulness``; it is then
+    evaluated on the held-out examples.
     """
 
     task: str = "ioi"
@@ -73,16 +75,18 @@ class DiscoverConfig:
     steps: int = 10
     n_nodes: int | None = None
     node_threshold: float | None = None
-    ablation: str = "mean"
+    faithfulness: float = 0.9
+    ablation: str = "patch"
     ablate_errors: bool = True
     ablate_embed: bool = True
     n_attribution: int = 64
     n_eval: int = 64
     seed: int = 0
-    max_nodes: int | None = 3000
-    max_targets: int = 256
-    curve_points: int = 15
+    max_nodes: int | None = None
+    max_targets: int = 128
+    curve_points: int = 12
     edge_curve: bool = True
+    edge_curve_examples: int | None = 16
     device: str | None = None
 
     def __post_init__(self) -> None:
@@ -94,6 +98,8 @@ class DiscoverConfig:
             raise CircuitError(f"--nodes must be at least 1, got {self.n_nodes}")
         if self.node_threshold is not None and not self.node_threshold >= 0:
             raise CircuitError(f"--node-threshold must be >= 0, got {self.node_threshold}")
+        if not 0 < self.faithfulness <= 1:
+            raise CircuitError(f"the target faithfulness must be in (0, 1], got {self.faithfulness}")
         if self.n_attribution < 1 or self.n_eval < 1:
             raise CircuitError("a run needs at least one attribution and one evaluation example")
         self.build_config()  # validates method, positions, steps
@@ -210,17 +216,41 @@ def token_labels(tokenizer: Any, batch: TaskBatch) -> list[str]:
 
 
 def choose_circuit(G: nx.DiGraph, n_nodes: int | None = None, node_threshold: float | None = None) -> PruneResult:
-    """The circuit: the top ``n_nodes`` nodes (capped at the graph's size), or every node with
-    ``|effect| >= node_threshold``; then only what connects the inputs to the metric."""
-    if n_nodes is not None and node_threshold is not None:
-        raise CircuitError("choose the circuit by a number of nodes or by a node threshold, not both")
+    """The circuit: the top ``n_nodes`` nodes, or every node with ``|effect| >= node_threshold``;
+    then only what connects the inputs to the metric (:mod:`circuits.prune`)."""
+    if (n_nodes is None) == (node_threshold is None):
+        raise CircuitError("choose the circuit by a number of nodes or by a node threshold (exactly one)")
     if node_threshold is not None:
         return prune_by_threshold(G, node_threshold=node_threshold)
     total = count_nodes(G)
-    n = DEFAULT_NODES if n_nodes is None else n_nodes
-    if n > total:
-        raise CircuitError(f"asked for a circuit of {n} nodes, but the attributed graph has only {total}")
-    return prune_top_nodes(G, n)
+    if n_nodes > total:
+        raise CircuitError(f"asked for a circuit of {n_nodes} nodes, but the attributed graph has only {total}")
+    return prune_top_nodes(G, n_nodes)
+
+
+@dataclass
+class SizeChoice:
+    """How the circuit's size was chosen: given, or the smallest reaching a faithfulness on the attribution examples."""
+
+    rule: str  # "nodes" | "threshold" | "faithfulness"
+    n_nodes: int | None
+    target: float | None = None
+    attribution_faithfulness: float | None = None
+
+
+def choose_size(config: DiscoverConfig, rm: ReplacementModel, G: nx.DiGraph, attribution_batch: TaskBatch) -> SizeChoice:
+    """The circuit size of a run: ``config.n_nodes``, ``config.node_threshold``, or the smallest top-N whose
+    faithfulness on the attribution examples reaches ``config.faithfulness`` (never the held-out ones)."""
+    if config.n_nodes is not None:
+        return SizeChoice("nodes", config.n_nodes)
+    if config.node_threshold is not None:
+        return SizeChoice("threshold", None)
+    evaluator = Evaluator(rm, attribution_batch, config.eval_config())
+    k, f = smallest_faithful(evaluator, G, config.faithfulness)
+    if f < config.faithfulness:
+        log.warning("no circuit of the graph reaches faithfulness %.2f on the attribution examples (best %.3f at %d nodes)",
+                    config.faithfulness, f, k)
+    return SizeChoice("faithfulness", k, config.faithfulness, f)
 
 
 # ------------------------------------------------------------------------------------ results
@@ -236,6 +266,7 @@ class DiscoverResult:
     evaluation: Evaluation
     edge_evaluation: Evaluation | None
     curves: Curves
+    size: SizeChoice
     files: dict[str, Path] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -266,6 +297,8 @@ class DiscoverResult:
             "cpr": self.curves.cpr,
             "cmd": self.curves.cmd,
             "nodes_needed": {str(level): nodes_needed(node_curve, level) for level in LEVELS},
+            "size_rule": self.size.rule,
+            "attribution_faithfulness": self.size.attribution_faithfulness,
             "graph_nodes": count_nodes(self.graph),
             "graph_edges": self.graph.number_of_edges(),
             "task": meta.get("task"),
@@ -284,63 +317,37 @@ class DiscoverResult:
 # ------------------------------------------------------------------------------------ phase 6
 
 
-def _plot_curve(curve: dict[str, Any], path: Path) -> Path | None:
-    """curve.png through :func:`viz.plots.plot_curve`; a minimal matplotlib figure until that exists."""
-    try:
-        from viz.plots import plot_curve  # type: ignore[import-not-found]
-    except ImportError:
-        plot_curve = None
-    if plot_curve is not None:
-        plot_curve(curve, path)
-        return path
-    import matplotlib
+DIAGRAM_NODES = 120
+DIAGRAM_EDGES = 400
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from circuits.graph import write_json_atomic  # noqa: F401  (atomic text writes live there)
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, key, label in ((axes[0], "sizes_nodes", "nodes"), (axes[1], "sizes_edges", "edges")):
-        xs = [max(x, 1) for x in curve[key]]
-        ax.plot(xs, curve["faithfulness"], "o-", label="faithfulness")
-        if curve.get("completeness") is not None:
-            ax.plot(xs, curve["completeness"], "s--", label="completeness")
-        ax.set_xscale("log")
-        ax.set_xlabel(f"circuit size ({label})")
-        ax.axhline(1.0, color="grey", lw=0.5)
-        ax.axhline(0.0, color="grey", lw=0.5)
-    edge = curve.get("metadata", {}).get("edge_curve")
-    if edge:
-        xs = [max(x, 1) for x in edge["sizes_edges"]]
-        axes[1].plot(xs, edge["faithfulness"], "^-", label="faithfulness (edge ablation)")
-    axes[0].set_ylabel("score")
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+def diagram_view(circuit: nx.DiGraph, max_nodes: int = DIAGRAM_NODES, max_edges: int = DIAGRAM_EDGES) -> tuple[nx.DiGraph, str]:
+    """The part of a circuit that is drawn: all of it when small, else its ``max_nodes`` nodes of largest
+    ``|effect|`` (and the metric) with the ``max_edges`` largest edges between them; plus a caption note."""
+    n, m = count_nodes(circuit), circuit.number_of_edges()
+    if n <= max_nodes and m <= max_edges:
+        return circuit, ""
+    keep = set(ranked_nodes(circuit)[:max_nodes]) | {METRIC}
+    inner = [(u, v) for u, v in circuit.edges if u in keep and v in keep]
+    inner.sort(key=lambda e: -abs(float(circuit.edges[e]["effect"])))
+    view = copy_graph(circuit, keep, inner[:max_edges])
+    return view, f" (drawn: top {count_nodes(view)} of {n} nodes, {view.number_of_edges()} of {m} edges)"
 
 
 def write_outputs(out: str | Path, circuit: nx.DiGraph, curves: Curves, title: str | None = None) -> dict[str, Path]:
-    """Write circuit.json, circuit.svg (Graphviz, with circuit.dot), curve.json and curve.png into ``out``."""
+    """Write circuit.json, circuit.svg (Graphviz, with circuit.dot), curve.json and curve.png into ``out``.
+
+    A circuit too large to read is drawn in part (see :func:`diagram_view`); circuit.json holds all of it.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {"circuit.json": save_circuit(circuit, out / "circuit.json")}
     curve = curves.to_curve()
     files["curve.json"] = curve.to_json(out / "curve.json")
-    try:
-        from viz.diagram import render
-    except ImportError:  # the viz package is optional for library use
-        log.warning("viz.diagram is not available: no circuit.svg")
-    else:
-        written = render(circuit, out / "circuit", formats=("svg",), title=title)
-        files.update({f"circuit.{k}": v for k, v in written.items()})
-    png = _plot_curve(curve.to_dict(), out / "curve.png")
-    if png is not None:
-        files["curve.png"] = png
+    view, note = diagram_view(circuit)
+    written = render(view, out / "circuit", formats=("svg",), title=(title or "") + note or None)
+    files.update({f"circuit.{k}": v for k, v in written.items()})
+    files["curve.png"] = plot_curve(curve.to_dict(), out / "curve.png", title=title)
     return files
 
 
@@ -370,8 +377,9 @@ def discover(config: DiscoverConfig = DiscoverConfig(), out: str | Path | None =
     seconds["attribute"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    pruned = choose_circuit(attributed.graph, config.n_nodes, config.node_threshold)
-    evaluator = Evaluator(setup.rm, data.evaluation_batch, config.eval_config(), progress=progress)
+    size = choose_size(config, setup.rm, attributed.graph, batch)
+    pruned = choose_circuit(attributed.graph, size.n_nodes, config.node_threshold)
+    evaluator = Evaluator(setup.rm, data.evaluation_batch, config.eval_config())
     evaluation = evaluator.evaluate(pruned.graph)
     edge_eval = evaluator.evaluate(pruned.graph, level="edges", completeness=False) if config.edge_curve else None
     seconds["evaluate"] = time.perf_counter() - t
@@ -379,7 +387,7 @@ def discover(config: DiscoverConfig = DiscoverConfig(), out: str | Path | None =
     t = time.perf_counter()
     curves = faithfulness_curves(
         evaluator, attributed.graph, config.curve_points, fractions=None if not config.edge_curve else _fractions(),
-        progress=progress,
+        edge_examples=config.edge_curve_examples, progress=progress,
     )
     seconds["curves"] = time.perf_counter() - t
 
@@ -390,7 +398,8 @@ def discover(config: DiscoverConfig = DiscoverConfig(), out: str | Path | None =
         "m_model": evaluation.m_model, "m_empty": evaluation.m_empty, "m_circuit": evaluation.m_circuit,
     }
     curves.nodes.metadata.update({k: attributed.graph.graph[k] for k in ("model", "dictionaries", "task", "method", "positions")})
-    result = DiscoverResult(config, attributed, pruned, evaluation, edge_eval, curves, seconds=seconds)
+    circuit.graph["size_choice"] = asdict(size)
+    result = DiscoverResult(config, attributed, pruned, evaluation, edge_eval, curves, size, seconds=seconds)
     if out is not None:
         t = time.perf_counter()
         title = f"{data.name}: {evaluation.nodes} nodes, faithfulness {evaluation.faithfulness:.2f}"
@@ -434,7 +443,7 @@ def evaluate_saved(
     *,
     model: str | None = None,
     dictionaries: str | None = None,
-    ablation: str = "mean",
+    ablation: str = "patch",
     ablate_errors: bool = True,
     ablate_embed: bool = True,
     edges: bool = True,

@@ -24,19 +24,23 @@ def register(sub) -> None:
     d.add_argument("--steps", type=int, default=10, help="integrated-gradient steps")
     d.add_argument("--positions", choices=("token", "schema", "agnostic"), default="schema", help="node positions (default: schema spans)")
     size = d.add_mutually_exclusive_group()
-    size.add_argument("--nodes", type=int, default=None, help="circuit size: the top N nodes by |effect| (default 64)")
+    size.add_argument("--nodes", type=int, default=None, help="circuit: the top N nodes by |effect|")
     size.add_argument("--node-threshold", type=float, default=None, help="circuit: every node with |effect| >= T")
-    d.add_argument("--ablation", choices=("mean", "zero", "patch"), default="mean", help="how nodes outside the circuit are ablated")
+    size.add_argument("--faithfulness", type=float, default=0.9,
+                      help="circuit (default): the smallest top-N reaching this faithfulness on the attribution examples (default 0.9)")
+    d.add_argument("--ablation", choices=("patch", "mean", "zero"), default="patch",
+                   help="how nodes outside the circuit are ablated: the counterfactual (default), its mean, or zero")
     d.add_argument("--keep-errors", action="store_true", help="never ablate error nodes")
     d.add_argument("--keep-embed", action="store_true", help="never ablate the embedding (Sparse Feature Circuits' convention)")
     d.add_argument("--examples", type=int, default=64, help="attribution examples")
     d.add_argument("--eval-examples", type=int, default=64, help="held-out evaluation examples")
     d.add_argument("--seed", type=int, default=0, help="attribution seed; evaluation uses seed + 1")
-    d.add_argument("--max-nodes", type=int, default=3000, help="nodes kept in the attributed graph")
-    d.add_argument("--max-targets", type=int, default=256, help="nodes whose incoming edges are scored")
+    d.add_argument("--max-nodes", type=int, default=None, help="at most this many nodes in the attributed graph (default: every node of nonzero effect)")
+    d.add_argument("--max-targets", type=int, default=128, help="nodes whose incoming edges are scored (default 128)")
     d.add_argument("--curve-points", type=int, default=15, help="points of the node curve")
     d.add_argument("--no-edge-curve", action="store_true", help="skip edge-level evaluation and the edge curve")
     d.add_argument("--device", default=None, help="torch device; default CUDA when present, else CPU")
+    d.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1: the toy model's tensors are too small to gain from more)")
     d.add_argument("--out", default="circuit_out", help="output folder (default: ./circuit_out)")
     add_output_options(d)
     d.set_defaults(func=_discover)
@@ -47,15 +51,24 @@ def register(sub) -> None:
     e.add_argument("--schema", default=None, help="schema CSV of a JSONL task file")
     e.add_argument("--model", default=None, help="default: the model recorded in the circuit")
     e.add_argument("--dictionaries", default=None, help="default: the dictionaries recorded in the circuit")
-    e.add_argument("--ablation", choices=("mean", "zero", "patch"), default="mean")
+    e.add_argument("--ablation", choices=("patch", "mean", "zero"), default="patch")
     e.add_argument("--keep-errors", action="store_true", help="never ablate error nodes")
     e.add_argument("--keep-embed", action="store_true", help="never ablate the embedding")
     e.add_argument("--eval-examples", type=int, default=64)
     e.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's held-out seed)")
     e.add_argument("--no-edges", action="store_true", help="skip edge-level evaluation")
     e.add_argument("--device", default=None)
+    e.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
     add_output_options(e)
     e.set_defaults(func=_evaluate)
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    if n < 1:
+        raise SystemExit("error: --threads must be at least 1")
+    torch.set_num_threads(n)
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -65,15 +78,13 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 
 
 def _discover(args: argparse.Namespace) -> int:
-    import torch
-
     from circuits.pipeline import DiscoverConfig, discover
 
-    torch.manual_seed(args.seed)
+    _threads(args.threads)
     config = DiscoverConfig(
         task=args.task, schema=args.schema, model=args.model, dictionaries=args.dictionaries, kinds=args.kinds,
         method=args.method, steps=args.steps, positions=args.positions, n_nodes=args.nodes,
-        node_threshold=args.node_threshold, ablation=args.ablation, ablate_errors=not args.keep_errors,
+        node_threshold=args.node_threshold, faithfulness=args.faithfulness, ablation=args.ablation, ablate_errors=not args.keep_errors,
         ablate_embed=not args.keep_embed, n_attribution=args.examples, n_eval=args.eval_examples, seed=args.seed,
         max_nodes=args.max_nodes, max_targets=args.max_targets, curve_points=args.curve_points,
         edge_curve=not args.no_edge_curve, device=args.device,
@@ -100,6 +111,7 @@ def _discover(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from circuits.pipeline import evaluate_saved
 
+    _threads(args.threads)
     res = evaluate_saved(
         args.circuit, args.task, model=args.model, dictionaries=args.dictionaries, ablation=args.ablation,
         ablate_errors=not args.keep_errors, ablate_embed=not args.keep_embed, edges=not args.no_edges,

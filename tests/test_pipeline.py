@@ -1,0 +1,116 @@
+"""The discovery pipeline and the ``circuits discover`` / ``circuits evaluate`` commands on a small sample."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from circuits.cli import main
+from circuits.curves import Curve
+from circuits.errors import CircuitError
+from circuits.graph import count_nodes, load_circuit
+from circuits.pipeline import DiscoverConfig, discover, evaluate_saved
+from replacement.dictionaries import DictionaryConfig, DictionarySet, create_dictionary
+from replacement.sites import SAE_KINDS, model_sites
+
+HAS_DOT = shutil.which("dot") is not None
+SMALL = dict(n_attribution=8, n_eval=8, max_targets=16, curve_points=5, edge_curve_examples=4)
+
+
+@pytest.fixture(scope="module")
+def dict_dir(toy, tmp_path_factory) -> Path:
+    """A saved set of small untrained TopK SAEs for the toy model."""
+    d = toy.model.cfg.d_model
+    dicts = {
+        s: create_dictionary(s, d, DictionaryConfig(architecture="topk", d_sae=24, k=6), seed=i)
+        for i, s in enumerate(model_sites(toy.model.cfg.n_layers, SAE_KINDS))
+    }
+    return DictionarySet(dicts, name="random-saes").save(tmp_path_factory.mktemp("dicts") / "random-saes")
+
+
+@pytest.fixture(scope="module")
+def run(dict_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    config = DiscoverConfig(task="ioi", dictionaries=str(dict_dir), device="cpu", **SMALL)
+    return discover(config, out=out), out
+
+
+def test_discover_writes_the_four_files(run):
+    result, out = run
+    for name in ("circuit.json", "curve.json", "curve.png"):
+        assert (out / name).stat().st_size > 0
+    if HAS_DOT:
+        assert (out / "circuit.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+    assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    circuit = load_circuit(out / "circuit.json")
+    assert count_nodes(circuit) == result.evaluation.nodes
+    assert circuit.graph["model"] == "toy" and circuit.graph["dictionaries"] == "random-saes"
+    curve = Curve.from_json(out / "curve.json")
+    assert len(curve) == 5 and curve.cpr is not None and curve.cmd is not None
+    assert "edge_curve" in curve.metadata
+
+
+def test_the_summary_has_the_documented_fields(run):
+    result, _ = run
+    s = result.summary()
+    for key in ("faithfulness", "completeness", "nodes", "edges", "faithfulness_edges", "cpr", "cmd", "nodes_needed"):
+        assert key in s
+    assert isinstance(s["faithfulness"], float) and isinstance(s["nodes"], int) and isinstance(s["edges"], int)
+    json.dumps(s)  # plain JSON values only
+
+
+def test_discover_is_deterministic(run, dict_dir):
+    result, _ = run
+    again = discover(DiscoverConfig(task="ioi", dictionaries=str(dict_dir), device="cpu", **SMALL))
+    assert set(again.circuit.nodes) == set(result.circuit.nodes)
+    assert again.evaluation.faithfulness == result.evaluation.faithfulness
+
+
+def test_a_saved_circuit_is_evaluated_again(run):
+    result, out = run
+    again = evaluate_saved(out / "circuit.json", "ioi", n_eval=8, device="cpu")
+    assert again.evaluation.faithfulness == pytest.approx(result.evaluation.faithfulness, abs=1e-6)
+    assert again.evaluation.completeness == pytest.approx(result.evaluation.completeness, abs=1e-6)
+
+
+def test_a_circuit_made_with_other_dictionaries_is_refused(run):
+    _, out = run
+    with pytest.raises(CircuitError, match="random-saes"):
+        evaluate_saved(out / "circuit.json", "ioi", dictionaries="neurons", n_eval=8, device="cpu")
+    with pytest.raises(CircuitError, match="model"):
+        evaluate_saved(out / "circuit.json", "ioi", model="gpt2", n_eval=8, device="cpu")
+
+
+def test_an_empty_circuit_file_is_refused(run, tmp_path):
+    _, out = run
+    data = json.loads((out / "circuit.json").read_text())
+    data["nodes"] = [n for n in data["nodes"] if n["id"] == "metric"]
+    data["edges"] = []
+    (tmp_path / "empty.json").write_text(json.dumps(data))
+    with pytest.raises(CircuitError, match="empty"):
+        evaluate_saved(tmp_path / "empty.json", "ioi", n_eval=8, device="cpu")
+
+
+def test_a_size_larger_than_the_graph_is_refused(dict_dir):
+    with pytest.raises(CircuitError, match="only"):
+        discover(DiscoverConfig(task="ioi", dictionaries=str(dict_dir), device="cpu", n_nodes=10**7, **SMALL))
+    with pytest.raises(CircuitError, match="not both"):
+        DiscoverConfig(n_nodes=5, node_threshold=0.1)
+
+
+def test_cli_discover_and_evaluate_json(dict_dir, tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["discover", "sva-simple", "--dictionaries", str(dict_dir), "--examples", "8", "--eval-examples", "8",
+            "--max-targets", "16", "--curve-points", "4", "--nodes", "40", "--device", "cpu", "--out", str(out), "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert {"faithfulness", "completeness", "nodes", "edges"} <= set(summary)
+    assert summary["nodes"] <= 40
+    assert main(["evaluate", str(out / "circuit.json"), "sva-simple", "--eval-examples", "8", "--device", "cpu", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["faithfulness"] == pytest.approx(summary["faithfulness"], abs=1e-6)
+    assert main(["evaluate", str(out / "circuit.json"), "sva-simple", "--dictionaries", "neurons", "--device", "cpu"]) == 2
+    assert "random-saes" in capsys.readouterr().err
