@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import networkx as nx
 import torch
@@ -32,7 +33,14 @@ from attribution.edges import ERROR, EdgeEffects, Target, edge_effects
 from attribution.nodes import NodeEffects, node_effects
 from attribution.positions import PositionMap
 from circuits.errors import CircuitError
-from circuits.graph import ERROR_INDEX, METRIC, POSITION_MODES, add_metric, new_graph, node_id
+from circuits.graph import (
+    ERROR_INDEX,
+    METRIC,
+    POSITION_MODES,
+    add_metric,
+    new_graph,
+    node_id,
+)
 from circuits.tasks import TaskBatch
 from replacement.model import ReplacementModel
 from replacement.sites import Site
@@ -297,7 +305,7 @@ def attribute_graph(
     t0 = time.perf_counter()
     G = graph_from_effects(
         agg, keep, edges, targets, positions,
-        metadata={"method": config.method, **dict(metadata), "examples": int(len(batch)),
+        metadata={"method": config.method, **dict(metadata), "examples": len(batch),
                   "steps": config.steps if config.method == "ig" else None},
         n_layers=int(rm.model.cfg.n_layers), metric_value=clean_metric,
         metric_label=METRIC_LABELS.get(batch.metric, batch.metric), edge_threshold=config.edge_threshold,

@@ -32,26 +32,26 @@ Ablation values (``EvalConfig.ablation``):
 
 Error nodes are ordinary nodes unless ``ablate_errors=False``, which keeps every error node live in
 every run (``m(∅)`` included); ``ablate_embed=False`` does the same for the embedding site, as
-Sparse Feature Circuits leaves embeddings unablated. With every site ablated, the logits no longer
-depend on the prompt's content (the last residual site is ablated too), so ``m(∅)`` does not depend
-on that choice; by default the embedding is ablated like any other site, so a circuit has to
-name the embedding features it uses.
+Sparse Feature Circuits leaves embeddings unablated. By default the embedding is ablated like any
+other site, so ``m(∅)`` is "everything ablated" and a circuit has to name the embedding features it
+uses. (When the last site is a residual site, as in the standard sets, ablating every site makes
+the logits independent of the prompt's content anyway, so ``m(∅)`` is the same either way.)
 
-Edge-level evaluation (:meth:`Evaluator.evaluate_edges`) additionally ablates the edges missing
-from a circuit. Sites are computed one at a time in forward order; a node whose incoming edges were
-scored when the graph was built (node attribute ``scored_inputs``, the metric included) receives
-from each upstream circuit node its live value only when the circuit has an edge from that node
-into the node's (site, position) group, and the node's ablation value otherwise; nodes outside the
-circuit always pass on their ablation value. The input of a group is recomputed by running the
-model with every upstream site's output replaced by that mixture (so only direct paths count, as
-for the edges themselves). What is exact and what is not:
+Edge-level evaluation (:meth:`Evaluator.evaluate_edges`) also ablates the edges a circuit leaves
+out. Sites are computed one at a time in forward order. A circuit node whose incoming edges were
+scored when the graph was built (node attribute ``scored_inputs``; the metric too) receives from
+each upstream circuit node that node's current value only when the circuit has an edge from it into
+the node's (site, position) group, and that node's ablation value otherwise; nodes outside the
+circuit always pass on their ablation value. A group's input is recomputed by a forward pass in
+which the outputs of the sites that reach it directly (back to the last residual or embedding
+site) are replaced by that mixture, so only direct paths count, as for the edges themselves.
+What is exact and what is not:
 
-- exact for the metric (one group) and whenever the circuit nodes of one (site, position) group
-  share their circuit inputs, e.g. when every scored node has edges from all upstream circuit nodes;
-  in particular a circuit made of all edges between its nodes evaluates as at node level, except
-  that node pairs whose edge scored exactly zero are cut;
+- exact for the metric and whenever the circuit nodes of one (site, position) group share their
+  circuit inputs, e.g. when every scored node has edges from all earlier circuit nodes: such a
+  circuit evaluates exactly as at node level (tested);
 - otherwise an upstream node with a circuit edge into *some* node of a group feeds the whole group
-  (union within a group), so some missing edges are not cut;
+  (union within a group), so some left-out edges are not cut;
 - circuit nodes whose incoming edges were never scored take their input from every live upstream
   node, as at node level.
 
@@ -63,18 +63,28 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import networkx as nx
 import torch
 from tqdm.auto import tqdm
 
 from circuits.attribute import corrupted_positions, task_metric
-from circuits.curves import MIB_FRACTIONS, Curve, cmd, completeness_score, cpr, faithfulness_score, fraction_sizes, size_grid
+from circuits.curves import (
+    MIB_FRACTIONS,
+    Curve,
+    cmd,
+    completeness_score,
+    cpr,
+    faithfulness_score,
+    fraction_sizes,
+    size_grid,
+)
 from circuits.errors import CircuitError
 from circuits.graph import AGNOSTIC, ERROR_INDEX, METRIC, count_nodes, parse_node_id
-from circuits.prune import prune_top_edges, prune_top_nodes
+from circuits.prune import prune_top_edges
 from circuits.tasks import TaskBatch
 from replacement.model import NodeEdit, ReplacementModel
 

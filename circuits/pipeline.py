@@ -8,9 +8,11 @@ commands are thin wrappers over :func:`discover` and :func:`evaluate_saved`.
 2. :func:`load_data`: attribution examples (seed ``seed``) and held-out evaluation examples
    (seed ``seed + 1``; for a task file, the examples after the first ``n_attribution``);
 3. :func:`circuits.build.attribute_graph`: node and edge effects, the attributed graph;
-4. :func:`choose_circuit`: the circuit, by size (top-N nodes) or by node threshold;
+4. :func:`choose_size` and :func:`choose_circuit`: the circuit, by size (top-N nodes), by node
+   threshold, or (the default) the smallest top-N whose faithfulness on the *attribution* examples
+   reaches a target, pruned to what connects the inputs to the metric;
 5. :class:`circuits.evaluate.Evaluator`: faithfulness and completeness on the held-out examples,
-   at node and at edge level, and the curves;
+   at node and at edge level, and the curves (:func:`circuits.evaluate.faithfulness_curves`);
 6. :func:`write_outputs`: circuit.json, circuit.svg, curve.json, curve.png.
 
 Python::
@@ -35,11 +37,26 @@ from circuits.attribute import attribution_inputs
 from circuits.build import AttributedGraph, BuildConfig, attribute_graph
 from circuits.curves import nodes_needed
 from circuits.errors import CircuitError
-from circuits.evaluate import Curves, EvalConfig, Evaluation, Evaluator, faithfulness_curves, ranked_nodes, smallest_faithful
-from circuits.graph import METRIC, check_compatible, copy_graph, count_nodes, load_circuit, save_circuit
+from circuits.evaluate import (
+    Curves,
+    EvalConfig,
+    Evaluation,
+    Evaluator,
+    faithfulness_curves,
+    ranked_nodes,
+    smallest_faithful,
+)
+from circuits.graph import (
+    METRIC,
+    check_compatible,
+    copy_graph,
+    count_nodes,
+    load_circuit,
+    save_circuit,
+)
 from circuits.models import TOY, LoadedModel, load_model
 from circuits.prune import PruneResult, prune_by_threshold, prune_top_nodes
-from circuits.tasks import Task, TaskBatch, TASKS, make_task
+from circuits.tasks import TASKS, Task, TaskBatch, make_task
 from replacement.model import ReplacementModel
 from replacement.sites import MIXED_KINDS, SAE_KINDS
 from viz.diagram import render
@@ -54,7 +71,7 @@ LEVELS = (0.5, 0.8, 0.9)
 
 @dataclass(frozen=True)
 class DiscoverConfig:
-    """Everything a discovery run depends on; the defaults give a small, faithful IOI circuit on the toy model.
+    """Everything a discovery run depends on.
 
     ``task``: a built-in task name or a JSONL task file (``schema``: its schema CSV).
     ``dictionaries``: a dictionary-set folder, ``"neurons"`` (the identity / MLP-neuron baseline) or
@@ -475,7 +492,9 @@ def evaluate_saved(
     if int(meta.get("n_layers", setup.rm.model.cfg.n_layers)) != int(setup.rm.model.cfg.n_layers):
         raise CircuitError(f"{path} was made for a model with {meta['n_layers']} layers; this one has {setup.rm.model.cfg.n_layers}")
     eval_seed = seed if seed is not None else (meta.get("eval_seed") if meta.get("eval_seed") is not None else 1)
-    data = load_data(task, setup.loaded.tokenizer, n_attribution=n_eval, n_eval=n_eval, seed=int(eval_seed) - 1, schema=schema)
+    # a task file is split as the run split it: its first ``examples`` prompts were attributed
+    n_attr = int(meta.get("examples") or n_eval)
+    data = load_data(task, setup.loaded.tokenizer, n_attribution=n_attr, n_eval=n_eval, seed=int(eval_seed) - 1, schema=schema)
     evaluator = Evaluator(setup.rm, data.evaluation_batch, config.eval_config())
     evaluation = evaluator.evaluate(G)
     edge_eval = evaluator.evaluate(G, level="edges", completeness=False) if edges else None

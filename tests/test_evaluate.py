@@ -18,7 +18,14 @@ from circuits.evaluate import (
     node_curve,
     ranked_nodes,
 )
-from circuits.graph import METRIC, copy_graph, load_circuit, node_id, row_key, save_circuit
+from circuits.graph import (
+    METRIC,
+    copy_graph,
+    load_circuit,
+    node_id,
+    row_key,
+    save_circuit,
+)
 from circuits.pipeline import choose_circuit
 from circuits.prune import input_nodes, prune_top_edges
 from circuits.tasks import make_task

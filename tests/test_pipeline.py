@@ -17,7 +17,7 @@ from replacement.dictionaries import DictionaryConfig, DictionarySet, create_dic
 from replacement.sites import SAE_KINDS, model_sites
 
 HAS_DOT = shutil.which("dot") is not None
-SMALL = dict(n_attribution=8, n_eval=8, max_targets=16, curve_points=5, edge_curve_examples=4)
+SMALL = {"n_attribution": 8, "n_eval": 8, "max_targets": 16, "curve_points": 5, "edge_curve_examples": 4}
 
 
 @pytest.fixture(scope="module")
