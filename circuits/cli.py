@@ -17,6 +17,7 @@ from replacement.errors import ReplacementError
 COMMAND_MODULES = [
     "circuits.commands.toy",
     "circuits.commands.tasks",
+    "circuits.commands.dictionaries",
     "circuits.commands.attribution",
     "circuits.commands.discover",
 ]

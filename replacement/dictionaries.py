@@ -111,11 +111,6 @@ class TopKTranscoderConfig(TranscoderConfig):
     def architecture(cls) -> str:
         return "topk_transcoder"
 
-    def to_dict(self) -> dict[str, Any]:
-        res = super().to_dict()
-        res["k"] = self.k
-        return res
-
 
 class TopKTranscoder(Transcoder):
     """SAELens ``Transcoder`` with a TopK activation: ``decode(topk(x W_enc + b_enc))``."""
@@ -195,11 +190,6 @@ class MLPNeuronConfig(TranscoderConfig):
     @classmethod
     def architecture(cls) -> str:
         return "mlp_neurons"
-
-    def to_dict(self) -> dict[str, Any]:
-        res = super().to_dict()
-        res["act_fn"] = self.act_fn
-        return res
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -595,11 +585,16 @@ class DictionarySet(Mapping[str, SAE]):
         ``blocks.L.hook_resid_pre`` -> ``L(L-1).resid``, ``hook_resid_post`` -> ``resid``,
         ``hook_attn_out`` -> ``attn``, ``hook_mlp_out`` -> ``mlp``, and a transcoder writing
         ``hook_mlp_out`` -> ``transcoder``. ``sae_ids`` picks SAEs of the release (default all).
-        Needs the HuggingFace hub (or its local cache); offline, one :class:`DictionaryError` says so.
+        Needs the HuggingFace hub; when it is unreachable one :class:`DictionaryError` says so at once.
         With ``model`` the set is checked against it (:meth:`validate_for`).
         """
         from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+            raise DictionaryError(
+                f"the SAELens release {release!r} cannot be downloaded: the HuggingFace hub is not reachable "
+                f"from this machine (use a local dictionary-set folder or the shipped toy set instead)"
+            )
         directory = get_pretrained_saes_directory()
         if release not in directory:
             near = sorted(r for r in directory if release.split("-")[0] in r)[:8]
@@ -612,11 +607,6 @@ class DictionarySet(Mapping[str, SAE]):
         missing = [i for i in ids if i not in lookup.saes_map]
         if missing:
             raise DictionaryError(f"release {release!r} has no SAE {missing[0]!r}; it has {', '.join(list(lookup.saes_map)[:6])}, ...")
-        if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
-            raise DictionaryError(
-                f"the SAELens release {release!r} cannot be downloaded: the HuggingFace hub is not reachable "
-                f"from this machine (use a local dictionary-set folder or the shipped toy set instead)"
-            )
         device = torch.device(device) if device is not None else _default_device()
         dicts: dict[Site, SAE] = {}
         for sae_id in ids:

@@ -37,17 +37,19 @@ HookFn = Callable[..., Any]
 
 
 @contextlib.contextmanager
-def scoped_hooks(model: Any, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
+def scoped_hooks(model: Any, hooks: Sequence[tuple[str, HookFn]], hook_dict: Mapping[str, Any] | None = None) -> Iterator[None]:
     """Add forward hooks ``(hook_name, fn(activation, hook))`` for the duration of the block.
 
     Only the hooks added here are removed afterwards; hooks someone else placed on the model
     stay. A hook name the model lacks raises :class:`SiteError` before anything is added.
+    ``hook_dict`` may pass ``model.hook_dict`` in, read once (it is slow to build on a bridge).
     """
+    hook_dict = model.hook_dict if hook_dict is None else hook_dict
     points = []
     for name, fn in hooks:
-        if name not in model.hook_dict:
+        if name not in hook_dict:
             raise SiteError(f"the model has no hook {name!r}")
-        points.append((model.hook_dict[name], fn))
+        points.append((hook_dict[name], fn))
     added = []
     try:
         for point, fn in points:
@@ -167,6 +169,7 @@ def quality_report(
     first (:meth:`DictionarySet.validate_for`).
     """
     dictionaries.validate_for(model)
+    hook_dict = model.hook_dict
     sites = dictionaries.sites
     device = next(model.parameters()).device
     hooks = sorted({h for s in sites for h in (s.hook_in, s.hook_out)})
@@ -201,14 +204,14 @@ def quality_report(
             err2[name] += float(((y - y_hat) ** 2).sum())
             y_sum[name] = y.double().sum(0) if y_sum[name] is None else y_sum[name] + y.double().sum(0)
             y2[name] += float((y.double() ** 2).sum())
-            with scoped_hooks(model, splice_hooks({site: d})):
+            with scoped_hooks(model, splice_hooks({site: d}), hook_dict):
                 ce_spliced[name].add(*_ce_sum(model(tokens), tokens, pad_id))
-            with scoped_hooks(model, zero_hooks([site])):
+            with scoped_hooks(model, zero_hooks([site]), hook_dict):
                 ce_zero[name].add(*_ce_sum(model(tokens), tokens, pad_id))
         if sae_sites:
-            with scoped_hooks(model, splice_hooks({s: dictionaries[s] for s in sae_sites})):
+            with scoped_hooks(model, splice_hooks({s: dictionaries[s] for s in sae_sites}), hook_dict):
                 ce_all.add(*_ce_sum(model(tokens), tokens, pad_id))
-            with scoped_hooks(model, zero_hooks(sae_sites)):
+            with scoped_hooks(model, zero_hooks(sae_sites), hook_dict):
                 ce_all_zero.add(*_ce_sum(model(tokens), tokens, pad_id))
     report = QualityReport(ce_clean=ce_clean.value, n_tokens=n_tokens)
     for site in sites:

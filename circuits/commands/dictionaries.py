@@ -1,0 +1,142 @@
+"""``circuits dictionaries train|report``: train a model's dictionary set and measure its quality.
+
+Both commands read the toy language (``circuits.toy.language.generate_corpus``), tokenized by the
+model's tokenizer; sentences are grouped by token length so that no batch needs padding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+from circuits.commands import add_model_options, add_output_options
+
+ALL_KINDS = ("embed", "attn", "mlp", "transcoder", "resid")
+REPORT_SEED_OFFSET = 1_000_003  # the report's sentences are drawn apart from the training ones
+
+
+def register(sub) -> None:
+    dicts = sub.add_parser("dictionaries", help="train a dictionary set (SAEs and transcoders) or report its quality")
+    dsub = dicts.add_subparsers(dest="dictionaries_command", metavar="ACTION", required=True)
+
+    train = dsub.add_parser("train", help="train SAEs and transcoders on every site of a model (seeded)")
+    add_model_options(train)
+    train.add_argument("--out", default=None, help="folder to write the set into (default for the toy model: the package's shipped set)")
+    train.add_argument("--architecture", choices=("topk", "relu"), default="topk", help="TopK (default) or ReLU trained with an L1 penalty")
+    train.add_argument("--expansion", type=int, default=8, help="features per input dimension (default 8)")
+    train.add_argument("--d-sae", type=int, default=None, help="number of features (overrides --expansion)")
+    train.add_argument("-k", "--k", type=int, default=16, help="active features per token for TopK (default 16)")
+    train.add_argument("--l1", type=float, default=None, help="L1 coefficient for ReLU dictionaries (larger is sparser)")
+    train.add_argument("--kinds", nargs="+", choices=ALL_KINDS, default=list(ALL_KINDS), help="site kinds to train (default all)")
+    train.add_argument("--sentences", type=int, default=12000, help="toy-language sentences whose activations are trained on")
+    train.add_argument("--steps", type=int, default=None, help="optimizer steps per dictionary")
+    train.add_argument("--batch-size", type=int, default=None, help="activations per step")
+    train.add_argument("--lr", type=float, default=None)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--half", action="store_true", help="store weights at float16 (the shipped toy set does; halves the size)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(func=_train)
+
+    report = dsub.add_parser("report", help="L0, variance explained, dead features and CE loss recovered per site")
+    add_model_options(report)
+    add_output_options(report)
+    report.add_argument("--dictionaries", default=None, help="dictionary-set folder (default for the toy model: the shipped set)")
+    report.add_argument("--release", default=None, help="a SAELens pretrained release instead of a folder (needs the hub)")
+    report.add_argument("--sentences", type=int, default=2000, help="held-out toy-language sentences to measure on")
+    report.add_argument("--seed", type=int, default=0, help="seed of the held-out sentences (drawn apart from training's)")
+    report.set_defaults(func=_report)
+
+
+def corpus_batches(tokenizer, n_sentences: int, seed: int, n_ctx: int, batch_size: int = 128) -> list:
+    """Token batches of ``n_sentences`` toy-language sentences, each batch of one length (no padding)."""
+    import torch
+
+    from circuits.toy.language import generate_corpus
+
+    by_length: dict[int, list[list[int]]] = {}
+    for sentence in generate_corpus(n_sentences, seed=seed):
+        ids = tokenizer.encode(sentence)[:n_ctx]
+        by_length.setdefault(len(ids), []).append(ids)
+    batches = []
+    for length in sorted(by_length):
+        rows = by_length[length]
+        batches.extend(torch.tensor(rows[i : i + batch_size], dtype=torch.long) for i in range(0, len(rows), batch_size))
+    random.Random(seed).shuffle(batches)
+    return batches
+
+
+def _n_ctx(model) -> int:
+    return int(getattr(model.cfg, "n_ctx", 1024) or 1024)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from circuits.models import TOY, load_model
+    from replacement.dictionaries import DictionaryConfig, shipped_toy_set
+    from replacement.errors import DictionaryError
+    from replacement.sites import model_sites
+    from replacement.train import SetTrainConfig, TrainConfig, train_set
+
+    if args.out is None and args.model != TOY:
+        raise DictionaryError(f"give --out: only the toy model has a shipped dictionary set to replace, not {args.model!r}")
+    out = Path(args.out) if args.out else shipped_toy_set()
+    started = time.perf_counter()
+    loaded = load_model(args.model, device=args.device)
+    model = loaded.model
+    tcfg = TrainConfig(seed=args.seed)
+    overrides = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "l1_coefficient": args.l1}
+    tcfg = replace(tcfg, **{k: v for k, v in overrides.items() if v is not None})
+    dcfg = DictionaryConfig(architecture=args.architecture, expansion=args.expansion, d_sae=args.d_sae, k=args.k)
+    sites = model_sites(int(model.cfg.n_layers), tuple(args.kinds))
+    batches = corpus_batches(loaded.tokenizer, args.sentences, args.seed, _n_ctx(model))
+    name = f"{loaded.name}-{args.architecture}-{dcfg.width(int(model.cfg.d_model))}"
+    dset, results = train_set(
+        model, batches, sites, SetTrainConfig(dcfg, tcfg), name=name, model_name=loaded.name,
+        progress=not args.quiet, n_batches=len(batches),
+    )
+    dset.info["corpus"] = {"source": "circuits.toy.language.generate_corpus", "sentences": args.sentences, "seed": args.seed}
+    dset.save(out, weights_dtype="float16" if args.half else None)
+    seconds = time.perf_counter() - started
+    print(f"{'site':<15} {'kind':<11} {'train fvu':>9} {'l0':>6} {'dead':>6}")
+    for site in dset.sites:
+        r = results[site.name]
+        print(f"{site.name:<15} {site.kind:<11} {r.fvu:>9.4f} {r.l0:>6.1f} {r.dead_fraction:>6.3f}")
+    print(f"trained {len(dset)} dictionaries in {seconds:.0f} s; saved to {out}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from circuits.models import TOY, load_model
+    from replacement.dictionaries import DictionarySet, shipped_toy_set
+    from replacement.errors import DictionaryError
+    from replacement.report import quality_report
+
+    loaded = load_model(args.model, device=args.device)
+    device = loaded.device
+    if args.release:
+        dset = DictionarySet.from_pretrained(args.release, device=device, model=loaded.model)
+    elif args.dictionaries or args.model == TOY:
+        dset = DictionarySet.load(args.dictionaries or shipped_toy_set(), device=device)
+    else:
+        raise DictionaryError(f"give --dictionaries (a set folder) or --release (a SAELens release) for the model {args.model!r}")
+    batches = corpus_batches(loaded.tokenizer, args.sentences, args.seed + REPORT_SEED_OFFSET, _n_ctx(loaded.model))
+    report = quality_report(loaded.model, dset, batches, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(report.as_dict()))
+        return 0
+    print(f"dictionary set {dset.name!r} on {report.n_tokens} held-out tokens; clean CE {report.ce_clean:.4f}")
+    print(f"{'site':<15} {'kind':<11} {'L0':>6} {'var.expl':>9} {'dead':>6} {'CE rec.':>8} {'CE spliced':>11} {'CE zero':>8}")
+    for name, q in report.sites.items():
+        print(
+            f"{name:<15} {q.kind:<11} {q.l0:>6.1f} {q.variance_explained:>9.4f} {q.dead_fraction:>6.3f} "
+            f"{q.ce_recovered:>8.4f} {q.ce_spliced:>11.4f} {q.ce_zero_ablated:>8.4f}"
+        )
+    print(
+        f"all SAE sites spliced at once: CE {report.ce_all_spliced:.4f} (all zeroed {report.ce_all_zero_ablated:.4f}), "
+        f"recovered {report.all_spliced_ce_recovered:.4f}"
+    )
+    return 0
