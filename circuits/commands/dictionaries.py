@@ -43,8 +43,11 @@ def register(sub) -> None:
     report = dsub.add_parser("report", help="L0, variance explained, dead features and CE loss recovered per site")
     add_model_options(report)
     add_output_options(report)
-    report.add_argument("--dictionaries", default=None, help="dictionary-set folder (default for the toy model: the shipped set)")
-    report.add_argument("--release", default=None, help="a SAELens pretrained release instead of a folder (needs the hub)")
+    report.add_argument(
+        "--dictionaries", default=None,
+        help="a dictionary-set folder, 'neurons' (the identity baseline) or 'release:NAME' (a SAELens pretrained "
+        "release, needs the hub); default for the toy model: the shipped set",
+    )
     report.add_argument("--sentences", type=int, default=2000, help="held-out toy-language sentences to measure on")
     report.add_argument("--seed", type=int, default=0, help="seed of the held-out sentences (drawn apart from training's)")
     report.set_defaults(func=_report)
@@ -110,19 +113,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from circuits.models import TOY, load_model
-    from replacement.dictionaries import DictionarySet, shipped_toy_set
-    from replacement.errors import DictionaryError
+    from circuits.models import load_model
+    from circuits.replaced import load_dictionaries
     from replacement.report import quality_report
 
     loaded = load_model(args.model, device=args.device)
-    device = loaded.device
-    if args.release:
-        dset = DictionarySet.from_pretrained(args.release, device=device, model=loaded.model)
-    elif args.dictionaries or args.model == TOY:
-        dset = DictionarySet.load(args.dictionaries or shipped_toy_set(), device=device)
-    else:
-        raise DictionaryError(f"give --dictionaries (a set folder) or --release (a SAELens release) for the model {args.model!r}")
+    dset = load_dictionaries(loaded, args.dictionaries)
     batches = corpus_batches(loaded.tokenizer, args.sentences, args.seed + REPORT_SEED_OFFSET, _n_ctx(loaded.model))
     report = quality_report(loaded.model, dset, batches, progress=not args.quiet)
     if args.json:
