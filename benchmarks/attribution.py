@@ -13,9 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import time
+from pathlib import Path
 
-import torch
+# This script's folder comes first on sys.path and its name would shadow the attribution package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch  # noqa: E402
 
 from attribution.edges import Target, edge_effects
 from attribution.nodes import node_effects
@@ -23,7 +28,7 @@ from attribution.positions import PositionMap
 from circuits.attribute import attribution_inputs
 from circuits.models import load_model
 from circuits.replaced import load_replacement
-from circuits.tasks import make_task
+from circuits.tasks import make_task  # noqa: E402
 
 
 def peak_rss_mb() -> float:
