@@ -38,14 +38,27 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import (
+    Any,
+    Protocol,
+    runtime_checkable,
+)
 from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
-from sae_lens import SAE, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig, Transcoder, TranscoderConfig
+from sae_lens import (
+    SAE,
+    StandardSAE,
+    StandardSAEConfig,
+    TopKSAE,
+    TopKSAEConfig,
+    Transcoder,
+    TranscoderConfig,
+)
 from sae_lens.registry import SAE_CLASS_REGISTRY, register_sae_class
 from sae_lens.saes.sae import SAEConfig, SAEMetadata
 from sae_lens.saes.topk_sae import TopK
@@ -292,7 +305,7 @@ def create_dictionary(
     d_sae = config.width(d_in)
     if config.architecture == "topk" and config.k > d_sae:
         raise DictionaryError(f"k = {config.k} is more than the {d_sae} features of the dictionary for {site.name}")
-    common = dict(d_in=d_in, d_sae=d_sae, device=str(device), metadata=site_metadata(site, model_name))
+    common = {"d_in": d_in, "d_sae": d_sae, "device": str(device), "metadata": site_metadata(site, model_name)}
     generator_state = torch.random.get_rng_state()
     if seed is not None:
         torch.manual_seed(seed)
@@ -588,7 +601,9 @@ class DictionarySet(Mapping[str, SAE]):
         Needs the HuggingFace hub; when it is unreachable one :class:`DictionaryError` says so at once.
         With ``model`` the set is checked against it (:meth:`validate_for`).
         """
-        from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+        from sae_lens.loading.pretrained_saes_directory import (
+            get_pretrained_saes_directory,
+        )
 
         if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
             raise DictionaryError(
@@ -612,7 +627,7 @@ class DictionarySet(Mapping[str, SAE]):
         for sae_id in ids:
             try:
                 sae = SAE.from_pretrained(release, sae_id, device=str(device))
-            except Exception as err:  # network, hub or format failure: one sentence, not a traceback
+            except Exception as err:  # noqa: BLE001 - network, hub or format failure: one sentence, not a traceback
                 raise DictionaryError(f"could not load SAE {sae_id!r} of release {release!r}: {str(err).splitlines()[0]}") from None
             site = site_for_hooks(sae.cfg.metadata.hook_name, getattr(sae.cfg.metadata, "hook_name_out", None))
             check_finite(sae, f"SAE {sae_id!r} of release {release!r}")
@@ -669,7 +684,7 @@ def load_dictionary(folder: str | Path, device: str | torch.device = "cpu", what
         )
     try:
         sae = SAE.load_from_disk(folder, device=str(device))
-    except Exception as err:  # SAELens raises KeyError/RuntimeError/ValueError for malformed folders
+    except Exception as err:  # noqa: BLE001 - SAELens raises KeyError/RuntimeError/ValueError/... on malformed folders
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DictionaryError(f"{what}: SAELens could not load {folder} ({first})") from None
     check_finite(sae, what)
@@ -745,7 +760,7 @@ def shipped_toy_set() -> Path:
     spec = importlib.util.find_spec("circuits")  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
         raise DictionaryError("the circuits package (which ships the toy dictionary set) is not installed")
-    return Path(list(spec.submodule_search_locations)[0]) / "toy" / "data" / "dictionaries"
+    return Path(next(iter(spec.submodule_search_locations))) / "toy" / "data" / "dictionaries"
 
 
 __all__ = [

@@ -27,14 +27,21 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from replacement.dictionaries import DictionaryConfig, DictionarySet, create_dictionary, hook_width, is_transcoder
+from replacement.dictionaries import (
+    DictionaryConfig,
+    DictionarySet,
+    create_dictionary,
+    hook_width,
+    is_transcoder,
+)
 from replacement.errors import DictionaryError
 from replacement.sites import Site
 

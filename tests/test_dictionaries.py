@@ -8,8 +8,8 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 from sae_lens import SAE, StandardSAE, TopKSAE, Transcoder
+from safetensors.torch import load_file, save_file
 
 from circuits.toy.model import ToyModelConfig, build_model
 from replacement import dictionaries as dmod
@@ -27,7 +27,13 @@ from replacement.dictionaries import (
 from replacement.errors import DictionaryError, SiteError
 from replacement.report import quality_report, scoped_hooks
 from replacement.sites import SAE_KINDS, Site, model_sites
-from replacement.train import SetTrainConfig, TrainConfig, activation_batches, train_dictionary, train_set
+from replacement.train import (
+    SetTrainConfig,
+    TrainConfig,
+    activation_batches,
+    train_dictionary,
+    train_set,
+)
 
 ALL_KINDS = ("embed", "attn", "mlp", "transcoder", "resid")
 D = 16  # d_model of the tiny model
@@ -305,19 +311,18 @@ def test_scoped_hooks_remove_only_their_own_hooks_even_on_error(tiny, tiny_token
     point.add_hook(lambda x, hook: seen.append(1))  # someone else's hook
     try:
         n_before = len(point.fwd_hooks)
-        with pytest.raises(RuntimeError, match="boom"):
-            with scoped_hooks(tiny, [("blocks.0.hook_attn_out", lambda x, hook: torch.zeros_like(x))]):
-                assert len(point.fwd_hooks) == n_before + 1
-                raise RuntimeError("boom")
+        zero = [("blocks.0.hook_attn_out", lambda x, hook: torch.zeros_like(x))]
+        with pytest.raises(RuntimeError, match="boom"), scoped_hooks(tiny, zero):
+            assert len(point.fwd_hooks) == n_before + 1
+            raise RuntimeError("boom")
         assert len(point.fwd_hooks) == n_before
         with torch.no_grad():
             assert torch.equal(tiny(tokens), clean)
         assert seen  # the foreign hook is still there and ran
     finally:
         point.remove_hooks()
-    with pytest.raises(SiteError, match="blocks.9.hook_mlp_out"):
-        with scoped_hooks(tiny, [("blocks.9.hook_mlp_out", lambda x, hook: x)]):
-            pass
+    with pytest.raises(SiteError, match="blocks.9.hook_mlp_out"), scoped_hooks(tiny, [("blocks.9.hook_mlp_out", lambda x, hook: x)]):
+        pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,6 +386,29 @@ def test_pretrained_release_offline_is_one_sentence(monkeypatch):
     with pytest.raises(DictionaryError, match="gpt2-small-res-jb.*not reachable") as err:
         DictionarySet.from_pretrained("gpt2-small-res-jb")
     assert "\n" not in str(err.value)
+
+
+def test_pretrained_release_maps_hooks_to_sites(monkeypatch, tiny):
+    from types import SimpleNamespace
+
+    from sae_lens import TopKSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    ids = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_post", "blocks.0.hook_attn_out"]
+    release = SimpleNamespace(saes_map={i: i for i in ids}, model="tiny")
+    monkeypatch.setattr("sae_lens.loading.pretrained_saes_directory.get_pretrained_saes_directory", lambda: {"fake-res": release})
+    monkeypatch.setattr(dmod, "_hub_reachable", lambda timeout=2.0: True)
+    loaded = []
+
+    def fake_from_pretrained(release_name, sae_id, device="cpu"):
+        loaded.append((release_name, sae_id))
+        return TopKSAE(TopKSAEConfig(d_in=D, d_sae=32, k=4, metadata=SAEMetadata(hook_name=sae_id)))
+
+    monkeypatch.setattr(dmod.SAE, "from_pretrained", fake_from_pretrained)
+    dset = DictionarySet.from_pretrained("fake-res", device="cpu", model=tiny)
+    assert [s.name for s in dset.sites] == ["embed", "L0.attn", "L0.resid", "L1.resid"]
+    assert dset["L0.resid"].cfg.metadata.hook_name == "blocks.1.hook_resid_pre"  # the same activation as L0's resid_post
+    assert loaded == [("fake-res", i) for i in ids]
 
 
 # ---------------------------------------------------------------------------------------------
