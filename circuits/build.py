@@ -9,7 +9,8 @@ turns their scores into the graph of :mod:`circuits.graph`:
    and averaged over examples. The graph keeps the nodes with ``|effect| > min_effect`` (every node
    when ``min_effect`` is None), at most ``max_nodes`` of them, largest ``|effect|`` first.
 2. *Edges.* The ``max_targets`` kept nodes of largest ``|effect|`` (embedding nodes have no inputs
-   and are never targets) get their incoming edges scored by :func:`attribution.edges.edge_effects`;
+   and are never targets) get their incoming edges scored by :func:`attribution.edges.edge_effects`
+   (on the first ``edge_examples`` examples);
    every node gets its direct edge into the metric. An edge enters the graph when both of its ends
    are graph nodes and ``|effect| > edge_threshold``. Nodes whose incoming edges were scored carry
    ``scored_inputs=True``; evaluation at edge level relies on it (see :mod:`circuits.evaluate`).
@@ -28,7 +29,7 @@ from typing import Any
 import networkx as nx
 import torch
 
-from attribution.core import AttributionInputs
+from attribution.core import AttributionInputs, SiteValues
 from attribution.edges import ERROR, EdgeEffects, Target, edge_effects
 from attribution.nodes import NodeEffects, node_effects
 from attribution.positions import PositionMap
@@ -60,7 +61,9 @@ class BuildConfig:
     ``"agnostic"``. ``min_effect``: nodes need ``|effect| > min_effect`` (None keeps every node, even
     those of zero effect: the complete graph). ``max_nodes``: at most this many nodes (None: no
     bound). ``max_targets``: nodes whose incoming edges are scored. ``edge_threshold``: edges need
-    ``|effect| > edge_threshold``. ``rows_per_pass``: targets per backward pass.
+    ``|effect| > edge_threshold``. ``edge_examples``: edges are scored on the first this many
+    examples (None: all; edge scoring costs a backward pass per target and example).
+    ``rows_per_pass``: targets per backward pass.
     """
 
     method: str = "ig"
@@ -70,6 +73,7 @@ class BuildConfig:
     max_nodes: int | None = None
     max_targets: int = 128
     edge_threshold: float = 0.0
+    edge_examples: int | None = 64
     rows_per_pass: int = 32
 
     def __post_init__(self) -> None:
@@ -87,6 +91,8 @@ class BuildConfig:
             raise CircuitError(f"min_effect must be >= 0 (or None), got {self.min_effect}")
         if self.edge_threshold < 0:
             raise CircuitError(f"edge_threshold must be >= 0, got {self.edge_threshold}")
+        if self.edge_examples is not None and self.edge_examples < 1:
+            raise CircuitError(f"edge_examples must be at least 1 (or None), got {self.edge_examples}")
 
 
 @dataclass
@@ -199,6 +205,29 @@ def choose_targets(
     return [Target(site, p, i) for _, _, site, p, i in candidates[:max_targets]]
 
 
+def first_examples(
+    inputs: AttributionInputs, nodes: NodeEffects, positions: PositionMap, n: int | None
+) -> tuple[AttributionInputs, NodeEffects, PositionMap]:
+    """The attribution inputs, node effects and position map of the first ``n`` examples (all when None)."""
+    if n is None or n >= inputs.batch_size:
+        return inputs, nodes, positions
+
+    def cut(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x[:n]
+
+    sub_inputs = AttributionInputs(
+        clean=inputs.clean[:n], clean_lengths=inputs.clean_lengths[:n], metric=inputs.metric,
+        corrupted=cut(inputs.corrupted), corrupted_position=cut(inputs.corrupted_position),
+    )
+    sub_nodes = NodeEffects(
+        features={s: v[:n] for s, v in nodes.features.items()}, errors={s: v[:n] for s, v in nodes.errors.items()},
+        method=nodes.method, valid=nodes.valid[:n],
+        values={s: SiteValues(v.f_clean[:n], v.e_clean[:n], v.f_target[:n], v.e_target[:n]) for s, v in nodes.values.items()},
+        grads={s: g[:n] for s, g in nodes.grads.items()},
+    )
+    return sub_inputs, sub_nodes, PositionMap(positions.group[:n], positions.labels, positions.mode)
+
+
 # ---------------------------------------------------------------------------------------- graph
 
 
@@ -298,7 +327,8 @@ def attribute_graph(
         )
     targets = choose_targets(agg, keep, config.max_targets, rm.site_names)
     t0 = time.perf_counter()
-    edges = edge_effects(rm, inputs, nodes, targets, positions, rows_per_pass=config.rows_per_pass, progress=progress)
+    e_inputs, e_nodes, e_positions = first_examples(inputs, nodes, positions, config.edge_examples)
+    edges = edge_effects(rm, e_inputs, e_nodes, targets, e_positions, rows_per_pass=config.rows_per_pass, progress=progress)
     seconds["edges"] = time.perf_counter() - t0
     with torch.no_grad():
         clean_metric = float(inputs.metric(rm.run(inputs.clean).logits, inputs.index()).mean())

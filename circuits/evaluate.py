@@ -870,7 +870,7 @@ def node_curve(evaluator: Evaluator, G: nx.DiGraph, n_points: int = 15, sizes: S
 
 
 def smallest_faithful(
-    evaluator: Evaluator, G: nx.DiGraph, target: float, n_points: int = 10, refine: int = 5
+    evaluator: Evaluator, G: nx.DiGraph, target: float, n_points: int = 8, refine: int = 5
 ) -> tuple[int, float]:
     """The smallest k whose top-k nodes reach faithfulness ``target`` on the evaluator's batch, and that faithfulness.
 

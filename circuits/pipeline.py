@@ -89,19 +89,21 @@ class DiscoverConfig:
     kinds: str = "saes"
     method: str = "ig"
     positions: str = "schema"
-    steps: int = 10
+    steps: int = 5
     n_nodes: int | None = None
     node_threshold: float | None = None
     faithfulness: float = 0.9
     ablation: str = "patch"
     ablate_errors: bool = True
     ablate_embed: bool = True
-    n_attribution: int = 64
+    n_attribution: int = 128
     n_eval: int = 64
     seed: int = 0
     max_nodes: int | None = None
     max_targets: int = 128
-    curve_points: int = 12
+    edge_examples: int | None = 64
+    selection_examples: int | None = 64
+    curve_points: int = 10
     edge_curve: bool = True
     edge_curve_examples: int | None = 16
     device: str | None = None
@@ -125,7 +127,7 @@ class DiscoverConfig:
     def build_config(self) -> BuildConfig:
         return BuildConfig(
             method=self.method, positions=self.positions, steps=self.steps, max_nodes=self.max_nodes,
-            max_targets=self.max_targets,
+            max_targets=self.max_targets, edge_examples=self.edge_examples,
         )
 
     def eval_config(self) -> EvalConfig:
@@ -169,9 +171,13 @@ def load_dictionaries(model: Any, model_name: str, source: str | None, kinds: st
         path = Path(source)
     ds = DictionarySet.load(path, device=device)
     available = {s.kind for s in ds.sites}
+    missing = [k for k in wanted if k not in available and k != "embed"]
+    if missing:
+        raise CircuitError(
+            f"the dictionary set at {path} has no {', '.join(missing)} sites, which --kinds {kinds} needs "
+            f"(it has {', '.join(sorted(available))})"
+        )
     chosen = tuple(k for k in wanted if k in available)
-    if not any(k in available for k in wanted if k not in ("embed",)):
-        raise CircuitError(f"the dictionary set at {path} has no {kinds} sites (it has {', '.join(sorted(available))})")
     return ds.select(kinds=chosen)
 
 
@@ -257,12 +263,15 @@ class SizeChoice:
 
 def choose_size(config: DiscoverConfig, rm: ReplacementModel, G: nx.DiGraph, attribution_batch: TaskBatch) -> SizeChoice:
     """The circuit size of a run: ``config.n_nodes``, ``config.node_threshold``, or the smallest top-N whose
-    faithfulness on the attribution examples reaches ``config.faithfulness`` (never the held-out ones)."""
+    faithfulness on the attribution examples (the first ``selection_examples`` of them) reaches
+    ``config.faithfulness`` (never the held-out ones)."""
     if config.n_nodes is not None:
         return SizeChoice("nodes", config.n_nodes)
     if config.node_threshold is not None:
         return SizeChoice("threshold", None)
     evaluator = Evaluator(rm, attribution_batch, config.eval_config())
+    if config.selection_examples is not None:
+        evaluator = evaluator.subset(config.selection_examples)
     k, f = smallest_faithful(evaluator, G, config.faithfulness)
     if f < config.faithfulness:
         log.warning("no circuit of the graph reaches faithfulness %.2f on the attribution examples (best %.3f at %d nodes)",
