@@ -422,6 +422,9 @@ class DictionarySet(Mapping[str, SAE]):
                 f"the dictionary set {self.name!r} has no site {key!r}; its sites are {', '.join(self._dicts) or '(none)'}"
             ) from None
 
+    def get(self, site: Site | str, default: Any = None) -> Any:  # type: ignore[override]
+        return self[site] if site in self else default
+
     def __contains__(self, site: object) -> bool:
         key = site.name if isinstance(site, Site) else site
         return key in self._dicts

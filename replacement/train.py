@@ -349,7 +349,7 @@ def _resample(state: _State, opt: torch.optim.Optimizer, x_t: torch.Tensor, err:
     weights = (err**2).sum(-1)
     if float(weights.sum()) <= 0:
         return
-    picks = torch.multinomial(weights, len(idx), replacement=len(idx) > len(x_t), generator=gen)
+    picks = torch.multinomial(weights.cpu(), len(idx), replacement=len(idx) > len(x_t), generator=gen).to(x_t.device)
     e = err[picks]
     state.W_d[idx] = e / e.norm(dim=-1, keepdim=True).clamp_min(1e-8)
     xin = x_t[picks]
