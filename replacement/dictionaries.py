@@ -423,7 +423,9 @@ class DictionarySet(Mapping[str, SAE]):
             ) from None
 
     def get(self, site: Site | str, default: Any = None) -> Any:  # type: ignore[override]
-        return self[site] if site in self else default
+        """The dictionary at ``site``, or ``default`` when the set has no such site."""
+        key = site.name if isinstance(site, Site) else site
+        return self._dicts.get(key, default)
 
     def __contains__(self, site: object) -> bool:
         key = site.name if isinstance(site, Site) else site
