@@ -5,11 +5,12 @@ One named function per phase, each returning a dataclass; :func:`discover` chain
 commands are thin wrappers over :func:`discover` and :func:`evaluate_saved`.
 
 1. :func:`load_setup`: the model, its dictionary set and the replacement model;
-2. :func:`load_data`: attribution examples (seed ``seed``) and held-out evaluation examples
-   (seed ``seed + 1``; for a task file, the examples after the first ``n_attribution``);
+2. :func:`load_data`: attribution examples (seed ``seed``), held-out evaluation examples
+   (seed ``seed + 1``) and selection examples that choose the circuit's size (seed ``seed + 2``);
+   a task file is cut into parts in that order (attribution, selection, evaluation);
 3. :func:`circuits.build.attribute_graph`: node and edge effects, the attributed graph;
 4. :func:`choose_size` and :func:`choose_circuit`: the circuit, by size (top-N nodes), by node
-   threshold, or (the default) the smallest top-N whose faithfulness on the *attribution* examples
+   threshold, or (the default) the smallest top-N whose faithfulness on the *selection* examples
    reaches a target, pruned to what connects the inputs to the metric;
 5. :class:`circuits.evaluate.Evaluator`: faithfulness and completeness on the held-out examples,
    at node and at edge level, and the curves (:func:`circuits.evaluate.faithfulness_curves`);
@@ -78,8 +79,9 @@ class DiscoverConfig:
     None (the model's shipped set; the toy model only). ``kinds``: ``"saes"`` (embed, attn, mlp, resid)
     or ``"transcoders"`` (embed, attn, transcoder, resid). The circuit is the top ``n_nodes`` nodes
     by |effect|, or the nodes with |effect| >= ``node_threshold``, or (neither given) the smallest
-    top-N whose faithfulness on the *attribution* examples reaches ``faithfulness``; it is then
-    evaluated on the held-out examples.
+    top-N whose faithfulness on ``selection_examples`` fresh examples reaches ``faithfulness``; it is
+    then evaluated on ``n_eval`` held-out examples. Edges are scored on the first ``edge_examples``
+    attribution examples; the edge curve is evaluated on the first ``edge_curve_examples`` held-out ones.
     """
 
     task: str = "ioi"
@@ -102,7 +104,7 @@ class DiscoverConfig:
     max_nodes: int | None = None
     max_targets: int = 128
     edge_examples: int | None = 64
-    selection_examples: int | None = 64
+    selection_examples: int = 64
     curve_points: int = 10
     edge_curve: bool = True
     edge_curve_examples: int | None = 16
@@ -119,8 +121,8 @@ class DiscoverConfig:
             raise CircuitError(f"--node-threshold must be >= 0, got {self.node_threshold}")
         if not 0 < self.faithfulness <= 1:
             raise CircuitError(f"the target faithfulness must be in (0, 1], got {self.faithfulness}")
-        if self.n_attribution < 1 or self.n_eval < 1:
-            raise CircuitError("a run needs at least one attribution and one evaluation example")
+        if self.n_attribution < 1 or self.n_eval < 1 or self.selection_examples < 1:
+            raise CircuitError("a run needs at least one attribution, one selection and one evaluation example")
         self.build_config()  # validates method, positions, steps
         self.eval_config()  # validates the ablation
 
@@ -197,7 +199,11 @@ def load_setup(config: DiscoverConfig, model_name: str | None = None, dictionari
 
 @dataclass
 class TaskData:
-    """Attribution and held-out evaluation examples of one task."""
+    """Attribution, selection (validation) and held-out evaluation examples of one task.
+
+    ``selection`` is None when a task file is too small for three parts; the size is then chosen on
+    the attribution examples.
+    """
 
     name: str
     attribution: Task
@@ -205,28 +211,53 @@ class TaskData:
     attribution_batch: TaskBatch
     evaluation_batch: TaskBatch
     eval_seed: int | None
+    selection: Task | None = None
+    selection_batch: TaskBatch | None = None
 
 
 def load_data(
-    spec: str, tokenizer: Any, n_attribution: int = 64, n_eval: int = 64, seed: int = 0, schema: str | None = None
+    spec: str,
+    tokenizer: Any,
+    n_attribution: int = 64,
+    n_eval: int = 64,
+    seed: int = 0,
+    schema: str | None = None,
+    n_selection: int = 0,
 ) -> TaskData:
-    """A built-in task (attribution seed ``seed``, evaluation seed ``seed + 1``) or a task file split in two."""
+    """Examples of a built-in task or a task file, in disjoint parts.
+
+    Built-in tasks: attribution seed ``seed``, held-out evaluation seed ``seed + 1``, selection seed
+    ``seed + 2`` (``n_selection`` examples, none when 0). A task file: its first ``n_attribution``
+    examples, then ``n_selection``, then ``n_eval``; a file too small for that is split in two (half for
+    attribution at most) and has no selection part.
+    """
     from circuits.commands.tasks import resolve_task
 
+    pad = tokenizer.pad_id
+    selection: Task | None = None
     if spec in TASKS:
         attr = make_task(spec, tokenizer, n=n_attribution, seed=seed)
         ev = make_task(spec, tokenizer, n=n_eval, seed=seed + 1)
+        selection = make_task(spec, tokenizer, n=n_selection, seed=seed + 2) if n_selection else None
         eval_seed: int | None = seed + 1
     else:
         task = resolve_task(spec, tokenizer, schema=schema)
         if len(task) < 2:
             raise CircuitError(f"{spec}: a task file needs at least 2 examples (attribution and held-out evaluation)")
-        n_first = min(n_attribution, len(task) // 2) if len(task) < n_attribution + n_eval else n_attribution
-        attr, rest = task.split(n_first)
-        ev = Task(rest.name, rest.examples[:n_eval], rest.metric, rest.description)
+        if n_selection and len(task) >= n_attribution + n_selection + n_eval:
+            exs = task.examples
+            attr = Task(task.name, exs[:n_attribution], task.metric, task.description)
+            selection = Task(task.name, exs[n_attribution : n_attribution + n_selection], task.metric, task.description)
+            ev = Task(task.name, exs[n_attribution + n_selection :][:n_eval], task.metric, task.description)
+        else:
+            n_first = min(n_attribution, len(task) // 2) if len(task) < n_attribution + n_eval else n_attribution
+            attr, rest = task.split(n_first)
+            ev = Task(rest.name, rest.examples[:n_eval], rest.metric, rest.description)
         eval_seed = None
-    pad = tokenizer.pad_id
-    return TaskData(attr.name, attr, ev, attr.batch(pad), ev.batch(pad), eval_seed)
+    return TaskData(
+        attr.name, attr, ev, attr.batch(pad), ev.batch(pad), eval_seed,
+        selection, None if selection is None else selection.batch(pad),
+    )
 
 
 def token_labels(tokenizer: Any, batch: TaskBatch) -> list[str]:
@@ -253,28 +284,27 @@ def choose_circuit(G: nx.DiGraph, n_nodes: int | None = None, node_threshold: fl
 
 @dataclass
 class SizeChoice:
-    """How the circuit's size was chosen: given, or the smallest reaching a faithfulness on the attribution examples."""
+    """How the circuit's size was chosen: given, or the smallest reaching a faithfulness on the selection examples."""
 
     rule: str  # "nodes" | "threshold" | "faithfulness"
     n_nodes: int | None
     target: float | None = None
-    attribution_faithfulness: float | None = None
+    selection_faithfulness: float | None = None
 
 
-def choose_size(config: DiscoverConfig, rm: ReplacementModel, G: nx.DiGraph, attribution_batch: TaskBatch) -> SizeChoice:
+def choose_size(config: DiscoverConfig, rm: ReplacementModel, G: nx.DiGraph, data: TaskData) -> SizeChoice:
     """The circuit size of a run: ``config.n_nodes``, ``config.node_threshold``, or the smallest top-N whose
-    faithfulness on the attribution examples (the first ``selection_examples`` of them) reaches
-    ``config.faithfulness`` (never the held-out ones)."""
+    faithfulness reaches ``config.faithfulness`` on the selection examples (fresh examples, apart from
+    both the attribution and the held-out ones; for a small task file, the attribution examples)."""
     if config.n_nodes is not None:
         return SizeChoice("nodes", config.n_nodes)
     if config.node_threshold is not None:
         return SizeChoice("threshold", None)
-    evaluator = Evaluator(rm, attribution_batch, config.eval_config())
-    if config.selection_examples is not None:
-        evaluator = evaluator.subset(config.selection_examples)
+    batch = data.selection_batch if data.selection_batch is not None else data.attribution_batch
+    evaluator = Evaluator(rm, batch, config.eval_config()).subset(config.selection_examples)
     k, f = smallest_faithful(evaluator, G, config.faithfulness)
     if f < config.faithfulness:
-        log.warning("no circuit of the graph reaches faithfulness %.2f on the attribution examples (best %.3f at %d nodes)",
+        log.warning("no circuit of the graph reaches faithfulness %.2f on the selection examples (best %.3f at %d nodes)",
                     config.faithfulness, f, k)
     return SizeChoice("faithfulness", k, config.faithfulness, f)
 
@@ -324,7 +354,7 @@ class DiscoverResult:
             "cmd": self.curves.cmd,
             "nodes_needed": {str(level): nodes_needed(node_curve, level) for level in LEVELS},
             "size_rule": self.size.rule,
-            "attribution_faithfulness": self.size.attribution_faithfulness,
+            "selection_faithfulness": self.size.selection_faithfulness,
             "graph_nodes": count_nodes(self.graph),
             "graph_edges": self.graph.number_of_edges(),
             "task": meta.get("task"),
@@ -385,7 +415,10 @@ def discover(config: DiscoverConfig = DiscoverConfig(), out: str | Path | None =
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     setup = load_setup(config)
-    data = load_data(config.task, setup.loaded.tokenizer, config.n_attribution, config.n_eval, config.seed, config.schema)
+    n_selection = 0 if (config.n_nodes is not None or config.node_threshold is not None) else config.selection_examples
+    data = load_data(
+        config.task, setup.loaded.tokenizer, config.n_attribution, config.n_eval, config.seed, config.schema, n_selection
+    )
     seconds["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -403,7 +436,7 @@ def discover(config: DiscoverConfig = DiscoverConfig(), out: str | Path | None =
     seconds["attribute"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    size = choose_size(config, setup.rm, attributed.graph, batch)
+    size = choose_size(config, setup.rm, attributed.graph, data)
     pruned = choose_circuit(attributed.graph, size.n_nodes, config.node_threshold)
     evaluator = Evaluator(setup.rm, data.evaluation_batch, config.eval_config())
     evaluation = evaluator.evaluate(pruned.graph)

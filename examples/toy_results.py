@@ -1,7 +1,8 @@
 """Nodes needed for faithfulness 0.5 / 0.8 / 0.9 on the toy model: features vs neurons, schema vs agnostic.
 
-For IOI and each subject-verb-agreement variant, the script attributes the task on 64 examples
-(seed 0), ranks the graph's nodes by |effect| and finds, on 64 held-out examples (seed 1), the
+For IOI and each subject-verb-agreement variant, the script attributes the task on 128 examples
+(seed 0; edges are not needed here), ranks the graph's nodes by |effect| and finds, on 64 held-out
+examples (seed 1), the
 smallest number of top nodes whose faithfulness reaches each level (node-level ablation: every node
 outside the set ablated). Three settings, the comparisons Sparse Feature Circuits and
 position-aware EAP report:
@@ -39,12 +40,12 @@ SETTINGS = {
 }
 
 
-def nodes_needed(task: str, dictionaries: str | None, positions: str, ablation: str, n: int) -> dict:
+def nodes_needed(task: str, dictionaries: str | None, positions: str, ablation: str, n: int, n_eval: int) -> dict:
     """Attribute ``task`` and find the smallest top-k node set reaching each faithfulness level (held out)."""
     config = DiscoverConfig(task=task, dictionaries=dictionaries, positions=positions, ablation=ablation,
-                            n_attribution=n, n_eval=n, max_targets=0, device="cpu")
+                            n_attribution=n, n_eval=n_eval, max_targets=0, device="cpu")
     setup = load_setup(config)
-    data = load_data(task, setup.loaded.tokenizer, n, n, seed=0)
+    data = load_data(task, setup.loaded.tokenizer, n, n_eval, seed=0)
     batch = data.attribution_batch
     meta = {"model": setup.model_name, "dictionaries": setup.dictionaries_name, "task": task}
     graph = attribute_graph(setup.rm, batch, attribution_inputs(batch), config.build_config(), metadata=meta).graph
@@ -63,7 +64,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dictionaries", default=None, help="dictionary-set folder (default: the shipped toy set)")
     parser.add_argument("--ablation", choices=("patch", "mean", "zero"), default="patch")
-    parser.add_argument("--examples", type=int, default=64, help="attribution and held-out examples each")
+    parser.add_argument("--examples", type=int, default=128, help="attribution examples (default 128)")
+    parser.add_argument("--eval-examples", type=int, default=64, help="held-out examples (default 64)")
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
@@ -75,11 +77,11 @@ def main() -> None:
         results[task] = {}
         for name, (source, positions) in SETTINGS.items():
             dictionaries = "neurons" if source == "neurons" else args.dictionaries
-            results[task][name] = nodes_needed(task, dictionaries, positions, args.ablation, args.examples)
+            results[task][name] = nodes_needed(task, dictionaries, positions, args.ablation, args.examples, args.eval_examples)
             print(f"  {task:<14} {name:<20} {results[task][name]['needed']}", flush=True)
 
     print(f"\nNodes needed for faithfulness 0.5 / 0.8 / 0.9 ({args.ablation} ablation, {args.examples} attribution "
-          f"and {args.examples} held-out examples; - : not reached by the whole graph)\n")
+          f"and {args.eval_examples} held-out examples; - : not reached by the whole graph)\n")
     print("| task | " + " | ".join(SETTINGS) + " |")
     print("|---|" + "---|" * len(SETTINGS))
     for task, by_setting in results.items():
@@ -90,7 +92,8 @@ def main() -> None:
     print(f"\n({time.perf_counter() - start:.0f} s)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"ablation": args.ablation, "examples": args.examples, "results": results}, f, indent=2)
+            json.dump({"ablation": args.ablation, "examples": args.examples, "eval_examples": args.eval_examples,
+                       "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from replacement.dictionaries import DictionaryConfig, DictionarySet, create_dic
 from replacement.sites import SAE_KINDS, model_sites
 
 HAS_DOT = shutil.which("dot") is not None
-SMALL = {"n_attribution": 8, "n_eval": 8, "max_targets": 16, "curve_points": 5, "edge_curve_examples": 4}
+SMALL = {"n_attribution": 8, "n_eval": 8, "selection_examples": 8, "max_targets": 16, "curve_points": 5, "edge_curve_examples": 4}
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +114,21 @@ def test_cli_discover_and_evaluate_json(dict_dir, tmp_path, capsys):
     assert again["faithfulness"] == pytest.approx(summary["faithfulness"], abs=1e-6)
     assert main(["evaluate", str(out / "circuit.json"), "sva-simple", "--dictionaries", "neurons", "--device", "cpu"]) == 2
     assert "random-saes" in capsys.readouterr().err
+
+
+def test_a_task_file_is_cut_into_attribution_selection_and_evaluation(toy, tmp_path):
+    from circuits.pipeline import load_data
+    from circuits.taskfile import save_task
+    from circuits.tasks import make_task
+
+    task = make_task("ioi", toy.tokenizer, n=40, seed=5)
+    save_task(task, tmp_path / "ioi.jsonl", schema=tmp_path / "ioi_schema.csv")
+    data = load_data(str(tmp_path / "ioi.jsonl"), toy.tokenizer, n_attribution=16, n_eval=8,
+                     schema=str(tmp_path / "ioi_schema.csv"), n_selection=8)
+    texts = [e.clean_text for e in task.examples]
+    assert [e.clean_text for e in data.attribution.examples] == texts[:16]
+    assert [e.clean_text for e in data.selection.examples] == texts[16:24]
+    assert [e.clean_text for e in data.evaluation.examples] == texts[24:32]
+    small = load_data(str(tmp_path / "ioi.jsonl"), toy.tokenizer, n_attribution=32, n_eval=32,
+                      schema=str(tmp_path / "ioi_schema.csv"), n_selection=8)
+    assert small.selection is None and len(small.attribution) == 20 and len(small.evaluation) == 20

@@ -27,12 +27,12 @@ def register(sub) -> None:
     size.add_argument("--nodes", type=int, default=None, help="circuit: the top N nodes by |effect|")
     size.add_argument("--node-threshold", type=float, default=None, help="circuit: every node with |effect| >= T")
     size.add_argument("--faithfulness", type=float, default=0.9,
-                      help="circuit (default): the smallest top-N reaching this faithfulness on the attribution examples (default 0.9)")
+                      help="circuit (default): the smallest top-N reaching this faithfulness on fresh selection examples (default 0.9)")
     d.add_argument("--ablation", choices=("patch", "mean", "zero"), default="patch",
                    help="how nodes outside the circuit are ablated: the counterfactual (default), its mean, or zero")
     d.add_argument("--keep-errors", action="store_true", help="never ablate error nodes")
     d.add_argument("--keep-embed", action="store_true", help="never ablate the embedding (Sparse Feature Circuits' convention)")
-    d.add_argument("--examples", type=int, default=128, help="attribution examples (default 128; edges and the size choice use the first 64)")
+    d.add_argument("--examples", type=int, default=128, help="attribution examples (default 128; edges are scored on the first 64)")
     d.add_argument("--eval-examples", type=int, default=64, help="held-out evaluation examples")
     d.add_argument("--seed", type=int, default=0, help="attribution seed; evaluation uses seed + 1")
     d.add_argument("--max-nodes", type=int, default=None, help="at most this many nodes in the attributed graph (default: every node of nonzero effect)")
