@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-import torch
 
 from circuits.attribute import attribution_inputs
 from circuits.build import AttributedGraph, BuildConfig, attribute_graph
@@ -57,16 +56,15 @@ from circuits.graph import (
 )
 from circuits.models import TOY, LoadedModel, load_model
 from circuits.prune import PruneResult, prune_by_threshold, prune_top_nodes
+from circuits.replaced import COMPOSITIONS, NEURONS
+from circuits.replaced import load_dictionaries as load_named_dictionaries
 from circuits.tasks import TASKS, Task, TaskBatch, make_task
 from replacement.model import ReplacementModel
-from replacement.sites import MIXED_KINDS, SAE_KINDS
 from viz.diagram import render
 from viz.plots import plot_curve
 
 log = logging.getLogger(__name__)
 
-NEURONS = "neurons"
-SITE_KINDS_CHOICES = {"saes": SAE_KINDS, "transcoders": MIXED_KINDS}
 LEVELS = (0.5, 0.8, 0.9)
 
 
@@ -76,8 +74,9 @@ class DiscoverConfig:
 
     ``task``: a built-in task name or a JSONL task file (``schema``: its schema CSV).
     ``dictionaries``: a dictionary-set folder, ``"neurons"`` (the identity / MLP-neuron baseline) or
-    None (the model's shipped set; the toy model only). ``kinds``: ``"saes"`` (embed, attn, mlp, resid)
-    or ``"transcoders"`` (embed, attn, transcoder, resid). The circuit is the top ``n_nodes`` nodes
+    None (the model's shipped set; the toy model only), or ``"release:NAME"`` (a SAELens release).
+    ``composition``: what replaces each sublayer (:data:`circuits.replaced.COMPOSITIONS`): ``"sae"``
+    (embed, attn, mlp, resid), ``"mixed"`` (transcoders for the MLPs) or ``"transcoders"``. The circuit is the top ``n_nodes`` nodes
     by |effect|, or the nodes with |effect| >= ``node_threshold``, or (neither given) the smallest
     top-N whose faithfulness on ``selection_examples`` fresh examples reaches ``faithfulness``; it is
     then evaluated on ``n_eval`` held-out examples. Edges are scored on the first ``edge_examples``
@@ -88,7 +87,7 @@ class DiscoverConfig:
     schema: str | None = None
     model: str = TOY
     dictionaries: str | None = None
-    kinds: str = "saes"
+    composition: str = "sae"
     method: str = "ig"
     positions: str = "schema"
     steps: int = 5
@@ -111,8 +110,8 @@ class DiscoverConfig:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kinds not in SITE_KINDS_CHOICES:
-            raise CircuitError(f"unknown site kinds {self.kinds!r}; expected one of {', '.join(SITE_KINDS_CHOICES)}")
+        if self.composition not in COMPOSITIONS:
+            raise CircuitError(f"unknown composition {self.composition!r}; expected one of {', '.join(COMPOSITIONS)}")
         if self.n_nodes is not None and self.node_threshold is not None:
             raise CircuitError("choose the circuit by --nodes or by --node-threshold, not both")
         if self.n_nodes is not None and self.n_nodes < 1:
@@ -150,37 +149,25 @@ class Setup:
     dictionaries_source: str
 
 
-def load_dictionaries(model: Any, model_name: str, source: str | None, kinds: str = "saes", device: torch.device | None = None):
-    """The dictionary set of a run: ``source`` a folder, ``"neurons"``, or None for the toy model's shipped set."""
-    from replacement.dictionaries import DictionarySet, shipped_toy_set
+def load_dictionaries(loaded: LoadedModel, source: str | None, composition: str = "sae"):
+    """The dictionary set of a run (``source`` as :func:`circuits.replaced.load_dictionaries` reads it),
+    restricted to ``composition``; a composition whose sites the set lacks is an error."""
+    from replacement.dictionaries import DictionarySet
 
-    if kinds not in SITE_KINDS_CHOICES:
-        raise CircuitError(f"unknown site kinds {kinds!r}; expected one of {', '.join(SITE_KINDS_CHOICES)}")
-    wanted = SITE_KINDS_CHOICES[kinds]
+    if composition not in COMPOSITIONS:
+        raise CircuitError(f"unknown composition {composition!r}; expected one of {', '.join(COMPOSITIONS)}")
+    wanted = COMPOSITIONS[composition]
     if source == NEURONS:
-        return DictionarySet.identity(model, kinds=wanted, name=NEURONS)
-    if source is None:
-        if model_name != TOY:
-            raise CircuitError(
-                f"model {model_name!r} has no default dictionary set: give --dictionaries (a dictionary-set folder) or 'neurons'"
-            )
-        path = shipped_toy_set()
-        if not (path / "index.json").exists():
-            raise CircuitError(
-                f"the toy model's dictionary set is not installed at {path}; give --dictionaries (a folder) or 'neurons'"
-            )
-    else:
-        path = Path(source)
-    ds = DictionarySet.load(path, device=device)
+        return DictionarySet.identity(loaded.model, kinds=wanted, name=NEURONS)
+    ds = load_named_dictionaries(loaded, source)
     available = {s.kind for s in ds.sites}
     missing = [k for k in wanted if k not in available and k != "embed"]
     if missing:
         raise CircuitError(
-            f"the dictionary set at {path} has no {', '.join(missing)} sites, which --kinds {kinds} needs "
-            f"(it has {', '.join(sorted(available))})"
+            f"the dictionary set {ds.name!r} has no {', '.join(missing)} sites, which the composition {composition!r} "
+            f"needs (it has {', '.join(sorted(available))})"
         )
-    chosen = tuple(k for k in wanted if k in available)
-    return ds.select(kinds=chosen)
+    return ds.select(kinds=[k for k in wanted if k in available])
 
 
 def load_setup(config: DiscoverConfig, model_name: str | None = None, dictionaries: str | None = None) -> Setup:
@@ -188,7 +175,7 @@ def load_setup(config: DiscoverConfig, model_name: str | None = None, dictionari
     name = model_name or config.model
     source = dictionaries if dictionaries is not None else config.dictionaries
     loaded = load_model(name, device=config.device)
-    ds = load_dictionaries(loaded.model, name, source, config.kinds, loaded.device)
+    ds = load_dictionaries(loaded, source, config.composition)
     ds.validate_for(loaded.model)
     rm = ReplacementModel(loaded.model, ds)
     return Setup(loaded, rm, loaded.name, ds.name, source if source is not None else "default")
@@ -426,7 +413,7 @@ def discover(config: DiscoverConfig = DiscoverConfig(), out: str | Path | None =
     labels = token_labels(setup.loaded.tokenizer, batch) if config.positions == "token" else None
     metadata = {
         "model": setup.model_name, "dictionaries": setup.dictionaries_name, "task": data.name,
-        "dictionaries_source": setup.dictionaries_source, "kinds": config.kinds, "seed": config.seed,
+        "dictionaries_source": setup.dictionaries_source, "composition": config.composition, "seed": config.seed,
         "eval_seed": data.eval_seed, "evaluation_examples": len(data.evaluation),
     }
     attributed = attribute_graph(
@@ -525,7 +512,7 @@ def evaluate_saved(
     source = dictionaries if dictionaries is not None else meta.get("dictionaries_source")
     source = None if source == "default" else source
     config = DiscoverConfig(
-        task=task, model=model_name, dictionaries=source, kinds=meta.get("kinds", "saes"), ablation=ablation,
+        task=task, model=model_name, dictionaries=source, composition=meta.get("composition", "sae"), ablation=ablation,
         ablate_errors=ablate_errors, ablate_embed=ablate_embed, device=device, schema=schema,
     )
     check_compatible(G, model=model_name, source=str(path))

@@ -18,8 +18,9 @@ def register(sub) -> None:
     d.add_argument("task", help="built-in task name (see `circuits tasks list`) or JSONL task file")
     d.add_argument("--schema", default=None, help="schema CSV of a JSONL task file")
     d.add_argument("--model", default="toy", help="'toy' (default), a saved toy-model folder, or a HuggingFace name")
-    d.add_argument("--dictionaries", default=None, help="dictionary-set folder, or 'neurons' (default: the toy model's shipped set)")
-    d.add_argument("--kinds", choices=("saes", "transcoders"), default="saes", help="SAEs on attn/mlp/resid, or transcoders for the MLPs")
+    d.add_argument("--dictionaries", default=None, help="dictionary set: a folder, 'neurons', or release:NAME (default: the toy model's shipped set)")
+    d.add_argument("--composition", choices=("sae", "mixed", "transcoders"), default="sae",
+                   help="SAEs on embed/attn/mlp/resid (default), transcoders in place of the MLP SAEs, or transcoders only")
     d.add_argument("--method", choices=("ig", "atp"), default="ig", help="integrated gradients (default) or attribution patching")
     d.add_argument("--steps", type=int, default=5, help="integrated-gradient steps (default 5, the EAP-IG convention)")
     d.add_argument("--positions", choices=("token", "schema", "agnostic"), default="schema", help="node positions (default: schema spans)")
@@ -82,7 +83,7 @@ def _discover(args: argparse.Namespace) -> int:
 
     _threads(args.threads)
     config = DiscoverConfig(
-        task=args.task, schema=args.schema, model=args.model, dictionaries=args.dictionaries, kinds=args.kinds,
+        task=args.task, schema=args.schema, model=args.model, dictionaries=args.dictionaries, composition=args.composition,
         method=args.method, steps=args.steps, positions=args.positions, n_nodes=args.nodes,
         node_threshold=args.node_threshold, faithfulness=args.faithfulness, ablation=args.ablation, ablate_errors=not args.keep_errors,
         ablate_embed=not args.keep_embed, n_attribution=args.examples, n_eval=args.eval_examples, seed=args.seed,
