@@ -67,7 +67,7 @@ class BuildConfig:
     """
 
     method: str = "ig"
-    positions: str = "schema"
+    positions: str = "agnostic"
     steps: int = 10
     min_effect: float | None = 0.0
     max_nodes: int | None = None

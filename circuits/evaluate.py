@@ -352,7 +352,7 @@ class Evaluator:
             span_names=tuple(self.batch.span_names),
         )
         self._metric = task_metric(self.batch)
-        self._cache: dict[str, float] = {}
+        self._cache: dict[str, torch.Tensor] = {}
         self._grows: bool | None = None
         self._parsed: dict[str, NodeKey | None] = {}
 
@@ -465,21 +465,26 @@ class Evaluator:
         return expanded | self._protected(site)[None, None]
 
     # ----------------------------------------------------------------------------- running
-    def _metric_of(self, logits: torch.Tensor, repeats: int) -> torch.Tensor:
+    def _metric_rows(self, logits: torch.Tensor, repeats: int) -> torch.Tensor:
+        """[repeats, batch]: the task metric of every example of each stacked copy of the batch."""
         b = len(self.batch)
         index = torch.arange(b, device=logits.device).repeat(repeats)
-        return self._metric(logits, index).view(repeats, b).mean(1)
+        return self._metric(logits, index).view(repeats, b).detach().double().cpu()
+
+    def _metric_of(self, logits: torch.Tensor, repeats: int) -> torch.Tensor:
+        return self._metric_rows(logits, repeats).mean(1)
 
     @torch.no_grad()
-    def _run_live(self, lives: Sequence[Mapping[str, torch.Tensor] | None]) -> list[float]:
-        """Metric of each run; ``lives[k][site]`` marks the live nodes ([batch, pos, d_sae + 1]), None = nothing ablated.
+    def _run_live(self, lives: Sequence[Mapping[str, torch.Tensor] | None]) -> torch.Tensor:
+        """Per-example metric of each run ([runs, batch]); ``lives[k][site]`` marks the live nodes
+        ([batch, pos, d_sae + 1]), None = nothing ablated.
 
         Runs are batched. A site whose nodes are all ablated in every run of a batch passes on its
         ablated output without being encoded; one with nothing ablated passes its activation on.
         """
         b = len(self.batch)
         per = max(1, self.config.max_rows // b)
-        out: list[float] = []
+        out: list[torch.Tensor] = []
         dev = self.rm.device
         padding = ~self._groups.valid.to(dev)[..., None]
         base = self._ablated_outputs()
@@ -505,24 +510,27 @@ class Evaluator:
                     self.values.errors[site], ablate[..., -1].reshape(k * b, -1), k,
                 )
             logits = self.rm.run(self.batch.clean.repeat(k, 1), edits, sites=list(edits), extra_hooks=overrides).logits
-            out.extend(self._metric_of(logits, k).tolist())
-        return out
+            out.append(self._metric_rows(logits, k))
+        return torch.cat(out) if out else torch.zeros(0, b, dtype=torch.float64)
+
+    def _reference_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example metric of the full model and of the empty circuit ([batch] each; cached)."""
+        if "model" not in self._cache:
+            with torch.no_grad():
+                logits = self.rm.run(self.batch.clean).logits
+            self._cache["model"] = self._metric_rows(logits, 1)[0]
+            self._cache["empty"] = self._run_live([{s: self._live_tokens(s, None) for s in self.sites}])[0]
+        return self._cache["model"], self._cache["empty"]
 
     @property
     def m_model(self) -> float:
         """The metric of the full model (mean over the evaluation examples)."""
-        if "model" not in self._cache:
-            with torch.no_grad():
-                logits = self.rm.run(self.batch.clean).logits
-            self._cache["model"] = float(self._metric_of(logits, 1)[0])
-        return self._cache["model"]
+        return float(self._reference_rows()[0].mean())
 
     @property
     def m_empty(self) -> float:
         """The metric with every node ablated (protected nodes excepted)."""
-        if "empty" not in self._cache:
-            self._cache["empty"] = self._run_live([{s: self._live_tokens(s, None) for s in self.sites}])[0]
-        return self._cache["empty"]
+        return float(self._reference_rows()[1].mean())
 
     def _scores(self, m_circuit: float, m_complement: float | None) -> tuple[float, float | None]:
         f = faithfulness_score(m_circuit, self.m_model, self.m_empty)
@@ -538,7 +546,7 @@ class Evaluator:
             lives.append({s: self._live_tokens(s, m.get(s)) for s in self.sites})
             if completeness:
                 lives.append({s: self._live_tokens(s, m.get(s), complement=True) for s in self.sites})
-        values = self._run_live(lives)
+        values = self._run_live(lives).mean(1).tolist()
         step = 2 if completeness else 1
         out = []
         for i, m in enumerate(masks):
@@ -554,6 +562,31 @@ class Evaluator:
     def evaluate_nodes(self, nodes: Iterable[str], completeness: bool = True) -> Evaluation:
         """Node-level scores of one node set (ids of :mod:`circuits.graph`; ``"metric"`` is ignored)."""
         return self.evaluate_node_sets([list(nodes)], completeness)[0]
+
+    def faithfulness_with_bound(
+        self, node_sets: Sequence[Iterable[str]], confidence: float = 0.9, n_boot: int = 1000, seed: int = 0
+    ) -> list[tuple[float, float]]:
+        """Faithfulness of each node set and a one-sided lower bound at ``confidence``.
+
+        The bound is the ``1 - confidence`` quantile of a bootstrap over examples (the same resampled
+        examples for the circuit, the full model and the empty circuit).
+        """
+        if not 0 < confidence < 1:
+            raise CircuitError(f"confidence must be in (0, 1), got {confidence}")
+        rows = self._run_live([
+            {s: self._live_tokens(s, m.get(s)) for s in self.sites} for m in (self.node_masks(ns) for ns in node_sets)
+        ])
+        full, empty = self._reference_rows()
+        b = full.shape[0]
+        gen = torch.Generator().manual_seed(seed)
+        idx = torch.randint(0, b, (n_boot, b), generator=gen)
+        denominator = full[idx].mean(1) - empty[idx].mean(1)  # [n_boot]
+        out = []
+        for r in rows:
+            f = faithfulness_score(float(r.mean()), self.m_model, self.m_empty)
+            boot = (r[idx].mean(1) - empty[idx].mean(1)) / denominator
+            out.append((f, float(torch.quantile(boot, 1 - confidence))))
+        return out
 
     def evaluate(self, circuit: nx.DiGraph, level: str = "nodes", completeness: bool = True) -> Evaluation:
         """Scores of a circuit graph at node level (its nodes) or edge level (its nodes and edges)."""
@@ -869,34 +902,60 @@ def node_curve(evaluator: Evaluator, G: nx.DiGraph, n_points: int = 15, sizes: S
     )
 
 
-def smallest_faithful(
-    evaluator: Evaluator, G: nx.DiGraph, target: float, n_points: int = 8, refine: int = 5
-) -> tuple[int, float]:
-    """The smallest k whose top-k nodes reach faithfulness ``target`` on the evaluator's batch, and that faithfulness.
+@dataclass
+class SizeSearch:
+    """The result of :func:`smallest_faithful`: the size, its faithfulness and (with a confidence) its lower bound."""
 
-    A log grid brackets k, then bisection narrows it (``refine`` more evaluations). If no size
-    reaches the target, the size of best faithfulness on the grid is returned.
+    n_nodes: int
+    faithfulness: float
+    lower_bound: float | None
+    reached: bool
+
+
+def smallest_faithful(
+    evaluator: Evaluator,
+    G: nx.DiGraph,
+    target: float,
+    n_points: int = 8,
+    refine: int = 5,
+    confidence: float | None = None,
+) -> SizeSearch:
+    """The smallest k whose top-k nodes reach faithfulness ``target`` on the evaluator's batch.
+
+    With ``confidence``, the criterion is the bootstrap lower bound of the faithfulness at that
+    confidence (:meth:`Evaluator.faithfulness_with_bound`), so that the chosen size holds up on new
+    examples rather than just crossing the target on these. A log grid brackets k, then bisection
+    narrows it (``refine`` more evaluations). If no size reaches the target, the best grid point is
+    returned with ``reached=False``.
     """
     ranked = ranked_nodes(G)
     if not ranked:
         raise CircuitError("the graph has no nodes to choose a circuit from")
+
+    def score(sizes: Sequence[int]) -> list[tuple[float, float]]:
+        sets = [ranked[:k] for k in sizes]
+        if confidence is None:
+            return [(e.faithfulness, e.faithfulness) for e in evaluator.evaluate_node_sets(sets, completeness=False)]
+        return evaluator.faithfulness_with_bound(sets, confidence)
+
     sizes = size_grid(len(ranked), n_points)
-    scores = [e.faithfulness for e in evaluator.evaluate_node_sets([ranked[:k] for k in sizes], completeness=False)]
-    hit = next((i for i, f in enumerate(scores) if f >= target), None)
+    scores = score(sizes)
+    hit = next((i for i, (_, low) in enumerate(scores) if low >= target), None)
+    bound = (lambda fl: None if confidence is None else fl[1])
     if hit is None:
-        best = max(range(len(sizes)), key=lambda i: scores[i])
-        return sizes[best], scores[best]
-    lo, hi, f_hi = (sizes[hit - 1] if hit > 0 else 0), sizes[hit], scores[hit]
+        best = max(range(len(sizes)), key=lambda i: scores[i][1])
+        return SizeSearch(sizes[best], scores[best][0], bound(scores[best]), False)
+    lo, hi, at_hi = (sizes[hit - 1] if hit > 0 else 0), sizes[hit], scores[hit]
     for _ in range(refine):
         if hi - lo <= 1:
             break
         mid = (lo + hi) // 2
-        f_mid = evaluator.evaluate_node_sets([ranked[:mid]], completeness=False)[0].faithfulness
-        if f_mid >= target:
-            hi, f_hi = mid, f_mid
+        at_mid = score([mid])[0]
+        if at_mid[1] >= target:
+            hi, at_hi = mid, at_mid
         else:
             lo = mid
-    return hi, f_hi
+    return SizeSearch(hi, at_hi[0], bound(at_hi), True)
 
 
 def edge_curve(evaluator: Evaluator, G: nx.DiGraph, fractions: Sequence[float] = MIB_FRACTIONS, progress: bool = False) -> Curve:

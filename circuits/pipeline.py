@@ -78,8 +78,9 @@ class DiscoverConfig:
     ``composition``: what replaces each sublayer (:data:`circuits.replaced.COMPOSITIONS`): ``"sae"``
     (embed, attn, mlp, resid), ``"mixed"`` (transcoders for the MLPs) or ``"transcoders"``. The circuit is the top ``n_nodes`` nodes
     by |effect|, or the nodes with |effect| >= ``node_threshold``, or (neither given) the smallest
-    top-N whose faithfulness on ``selection_examples`` fresh examples reaches ``faithfulness``; it is
-    then evaluated on ``n_eval`` held-out examples. Edges are scored on the first ``edge_examples``
+    top-N whose faithfulness on ``selection_examples`` fresh examples reaches ``faithfulness`` (with
+    ``confidence``: its bootstrap lower bound at that confidence does); it is then evaluated on
+    ``n_eval`` held-out examples. Edges are scored on the first ``edge_examples``
     attribution examples; the edge curve is evaluated on the first ``edge_curve_examples`` held-out ones.
     """
 
@@ -89,11 +90,12 @@ class DiscoverConfig:
     dictionaries: str | None = None
     composition: str = "sae"
     method: str = "ig"
-    positions: str = "schema"
+    positions: str = "agnostic"
     steps: int = 5
     n_nodes: int | None = None
     node_threshold: float | None = None
     faithfulness: float = 0.9
+    confidence: float | None = 0.9
     ablation: str = "patch"
     ablate_errors: bool = True
     ablate_embed: bool = True
@@ -120,6 +122,8 @@ class DiscoverConfig:
             raise CircuitError(f"--node-threshold must be >= 0, got {self.node_threshold}")
         if not 0 < self.faithfulness <= 1:
             raise CircuitError(f"the target faithfulness must be in (0, 1], got {self.faithfulness}")
+        if self.confidence is not None and not 0 < self.confidence < 1:
+            raise CircuitError(f"the confidence must be in (0, 1), got {self.confidence}")
         if self.n_attribution < 1 or self.n_eval < 1 or self.selection_examples < 1:
             raise CircuitError("a run needs at least one attribution, one selection and one evaluation example")
         self.build_config()  # validates method, positions, steps
@@ -277,6 +281,8 @@ class SizeChoice:
     n_nodes: int | None
     target: float | None = None
     selection_faithfulness: float | None = None
+    selection_lower_bound: float | None = None
+    confidence: float | None = None
 
 
 def choose_size(config: DiscoverConfig, rm: ReplacementModel, G: nx.DiGraph, data: TaskData) -> SizeChoice:
@@ -289,11 +295,12 @@ def choose_size(config: DiscoverConfig, rm: ReplacementModel, G: nx.DiGraph, dat
         return SizeChoice("threshold", None)
     batch = data.selection_batch if data.selection_batch is not None else data.attribution_batch
     evaluator = Evaluator(rm, batch, config.eval_config()).subset(config.selection_examples)
-    k, f = smallest_faithful(evaluator, G, config.faithfulness)
-    if f < config.faithfulness:
+    found = smallest_faithful(evaluator, G, config.faithfulness, confidence=config.confidence)
+    if not found.reached:
         log.warning("no circuit of the graph reaches faithfulness %.2f on the selection examples (best %.3f at %d nodes)",
-                    config.faithfulness, f, k)
-    return SizeChoice("faithfulness", k, config.faithfulness, f)
+                    config.faithfulness, found.faithfulness, found.n_nodes)
+    return SizeChoice("faithfulness", found.n_nodes, config.faithfulness, found.faithfulness, found.lower_bound,
+                      config.confidence)
 
 
 # ------------------------------------------------------------------------------------ results
@@ -342,6 +349,7 @@ class DiscoverResult:
             "nodes_needed": {str(level): nodes_needed(node_curve, level) for level in LEVELS},
             "size_rule": self.size.rule,
             "selection_faithfulness": self.size.selection_faithfulness,
+            "selection_lower_bound": self.size.selection_lower_bound,
             "graph_nodes": count_nodes(self.graph),
             "graph_edges": self.graph.number_of_edges(),
             "task": meta.get("task"),

@@ -52,8 +52,8 @@ def nodes_needed(task: str, dictionaries: str | None, positions: str, ablation: 
     evaluator = Evaluator(setup.rm, data.evaluation_batch, EvalConfig(ablation=ablation))
     needed = {}
     for level in LEVELS:
-        k, f = smallest_faithful(evaluator, graph, level, n_points=16, refine=12)
-        needed[str(level)] = k if f >= level else None
+        found = smallest_faithful(evaluator, graph, level, n_points=16, refine=12)
+        needed[str(level)] = found.n_nodes if found.reached else None
     all_nodes = ranked_nodes(graph)
     full = evaluator.evaluate_nodes(all_nodes, completeness=False).faithfulness
     return {"needed": needed, "graph_nodes": len(all_nodes), "graph_faithfulness": full,

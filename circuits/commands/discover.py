@@ -23,12 +23,15 @@ def register(sub) -> None:
                    help="SAEs on embed/attn/mlp/resid (default), transcoders in place of the MLP SAEs, or transcoders only")
     d.add_argument("--method", choices=("ig", "atp"), default="ig", help="integrated gradients (default) or attribution patching")
     d.add_argument("--steps", type=int, default=5, help="integrated-gradient steps (default 5, the EAP-IG convention)")
-    d.add_argument("--positions", choices=("token", "schema", "agnostic"), default="schema", help="node positions (default: schema spans)")
+    d.add_argument("--positions", choices=("token", "schema", "agnostic"), default="agnostic",
+                   help="node positions: token indices, schema spans, or none (default: agnostic, the smallest faithful circuits on the toy tasks)")
     size = d.add_mutually_exclusive_group()
     size.add_argument("--nodes", type=int, default=None, help="circuit: the top N nodes by |effect|")
     size.add_argument("--node-threshold", type=float, default=None, help="circuit: every node with |effect| >= T")
     size.add_argument("--faithfulness", type=float, default=0.9,
                       help="circuit (default): the smallest top-N reaching this faithfulness on fresh selection examples (default 0.9)")
+    d.add_argument("--confidence", type=float, default=0.9,
+                   help="with --faithfulness: the size must reach it at this one-sided bootstrap confidence (default 0.9; 0 disables)")
     d.add_argument("--ablation", choices=("patch", "mean", "zero"), default="patch",
                    help="how nodes outside the circuit are ablated: the counterfactual (default), its mean, or zero")
     d.add_argument("--keep-errors", action="store_true", help="never ablate error nodes")
@@ -85,7 +88,8 @@ def _discover(args: argparse.Namespace) -> int:
     config = DiscoverConfig(
         task=args.task, schema=args.schema, model=args.model, dictionaries=args.dictionaries, composition=args.composition,
         method=args.method, steps=args.steps, positions=args.positions, n_nodes=args.nodes,
-        node_threshold=args.node_threshold, faithfulness=args.faithfulness, ablation=args.ablation, ablate_errors=not args.keep_errors,
+        node_threshold=args.node_threshold, faithfulness=args.faithfulness,
+        confidence=args.confidence or None, ablation=args.ablation, ablate_errors=not args.keep_errors,
         ablate_embed=not args.keep_embed, n_attribution=args.examples, n_eval=args.eval_examples, seed=args.seed,
         max_nodes=args.max_nodes, max_targets=args.max_targets, curve_points=args.curve_points,
         edge_curve=not args.no_edge_curve, device=args.device,
