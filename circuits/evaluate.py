@@ -107,7 +107,7 @@ class EvalConfig:
     every run. ``max_rows``: sequences per forward pass (circuits are batched).
     """
 
-    ablation: str = "patch"
+    ablation: str = "mean"
     ablate_errors: bool = True
     ablate_embed: bool = True
     max_rows: int = 512

@@ -96,7 +96,7 @@ class DiscoverConfig:
     node_threshold: float | None = None
     faithfulness: float = 0.9
     confidence: float | None = 0.9
-    ablation: str = "patch"
+    ablation: str = "mean"
     ablate_errors: bool = True
     ablate_embed: bool = True
     n_attribution: int = 128
@@ -497,7 +497,7 @@ def evaluate_saved(
     *,
     model: str | None = None,
     dictionaries: str | None = None,
-    ablation: str = "patch",
+    ablation: str = "mean",
     ablate_errors: bool = True,
     ablate_embed: bool = True,
     edges: bool = True,

@@ -15,7 +15,7 @@ Usage::
 
     python examples/toy_results.py                       # the shipped toy dictionaries
     python examples/toy_results.py --dictionaries DIR    # another dictionary set
-    python examples/toy_results.py --ablation mean --json results.json
+    python examples/toy_results.py --ablation patch --json results.json
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def nodes_needed(task: str, dictionaries: str | None, positions: str, ablation: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dictionaries", default=None, help="dictionary-set folder (default: the shipped toy set)")
-    parser.add_argument("--ablation", choices=("patch", "mean", "zero"), default="patch")
+    parser.add_argument("--ablation", choices=("mean", "patch", "zero"), default="mean")
     parser.add_argument("--examples", type=int, default=128, help="attribution examples (default 128)")
     parser.add_argument("--eval-examples", type=int, default=64, help="held-out examples (default 64)")
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))

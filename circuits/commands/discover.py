@@ -32,8 +32,9 @@ def register(sub) -> None:
                       help="circuit (default): the smallest top-N reaching this faithfulness on fresh selection examples (default 0.9)")
     d.add_argument("--confidence", type=float, default=0.9,
                    help="with --faithfulness: the size must reach it at this one-sided bootstrap confidence (default 0.9; 0 disables)")
-    d.add_argument("--ablation", choices=("patch", "mean", "zero"), default="patch",
-                   help="how nodes outside the circuit are ablated: the counterfactual (default), its mean, or zero")
+    d.add_argument("--ablation", choices=("mean", "patch", "zero"), default="mean",
+                   help="how nodes outside the circuit are ablated: the mean over counterfactual prompts per position or span "
+                   "(default), each example's own counterfactual, or zero")
     d.add_argument("--keep-errors", action="store_true", help="never ablate error nodes")
     d.add_argument("--keep-embed", action="store_true", help="never ablate the embedding (Sparse Feature Circuits' convention)")
     d.add_argument("--examples", type=int, default=128, help="attribution examples (default 128; edges are scored on the first 64)")
@@ -55,7 +56,7 @@ def register(sub) -> None:
     e.add_argument("--schema", default=None, help="schema CSV of a JSONL task file")
     e.add_argument("--model", default=None, help="default: the model recorded in the circuit")
     e.add_argument("--dictionaries", default=None, help="default: the dictionaries recorded in the circuit")
-    e.add_argument("--ablation", choices=("patch", "mean", "zero"), default="patch")
+    e.add_argument("--ablation", choices=("mean", "patch", "zero"), default="mean")
     e.add_argument("--keep-errors", action="store_true", help="never ablate error nodes")
     e.add_argument("--keep-embed", action="store_true", help="never ablate the embedding")
     e.add_argument("--eval-examples", type=int, default=64)
