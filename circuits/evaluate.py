@@ -84,7 +84,7 @@ from circuits.curves import (
 )
 from circuits.errors import CircuitError
 from circuits.graph import AGNOSTIC, ERROR_INDEX, METRIC, count_nodes, parse_node_id
-from circuits.prune import prune_top_edges
+from circuits.prune import Selection, connect_inputs_to_metric
 from circuits.tasks import TaskBatch
 from replacement.model import NodeEdit, ReplacementModel
 
@@ -856,13 +856,6 @@ class Curves:
         )
 
 
-def _pruned_or_none(fn, G: nx.DiGraph, k: int) -> nx.DiGraph | None:
-    try:
-        return fn(G, k).graph
-    except CircuitError:
-        return None  # nothing connects the inputs to the metric at this size: the empty circuit
-
-
 def ranked_nodes(G: nx.DiGraph) -> list[str]:
     """The graph's nodes (metric excluded) by decreasing ``|effect|``, ties in graph order, as pruning ranks them."""
     nodes = [n for n in G if n != METRIC]
@@ -880,8 +873,15 @@ def edges_within_top(G: nx.DiGraph, ranked: Sequence[str], sizes: Sequence[int])
     return [bisect.bisect_right(needed, k) for k in sizes]
 
 
-def node_curve(evaluator: Evaluator, G: nx.DiGraph, n_points: int = 15, sizes: Sequence[int] | None = None) -> Curve:
-    """Faithfulness and completeness of the top-k nodes of ``G`` (by ``|effect|``) for k on a log grid.
+def node_curve(
+    evaluator: Evaluator,
+    G: nx.DiGraph,
+    n_points: int = 15,
+    sizes: Sequence[int] | None = None,
+    extra_sizes: Sequence[int] = (),
+) -> Curve:
+    """Faithfulness and completeness of the top-k nodes of ``G`` (by ``|effect|``) for k on a log grid
+    (or the given ``sizes``), plus ``extra_sizes`` (e.g. the chosen circuit's).
 
     Each point is the node set itself, evaluated at node level as Sparse Feature Circuits does (no
     connectivity pruning); ``sizes_edges`` counts the graph's edges between its nodes.
@@ -891,6 +891,7 @@ def node_curve(evaluator: Evaluator, G: nx.DiGraph, n_points: int = 15, sizes: S
     if total == 0:
         raise CircuitError("the graph has no nodes to build a curve from")
     sizes = list(sizes) if sizes is not None else size_grid(total, n_points)
+    sizes = sorted(set(sizes) | {k for k in extra_sizes if 0 < k <= total})
     evals = evaluator.evaluate_node_sets([ranked[:k] for k in sizes])
     return Curve(
         list(sizes), edges_within_top(G, ranked, sizes), [e.faithfulness for e in evals],
@@ -958,17 +959,38 @@ def smallest_faithful(
     return SizeSearch(hi, at_hi[0], bound(at_hi), True)
 
 
+def _skeleton(G: nx.DiGraph) -> nx.DiGraph:
+    """``G`` with only what pruning and edge-level evaluation read: effects and ``scored_inputs``."""
+    H = nx.DiGraph()
+    H.graph.update(G.graph)
+    H.add_nodes_from((n, {"effect": a["effect"], "scored_inputs": a.get("scored_inputs", False)}) for n, a in G.nodes(data=True))
+    H.add_edges_from((u, v, {"effect": a["effect"]}) for u, v, a in G.edges(data=True))
+    return H
+
+
 def edge_curve(evaluator: Evaluator, G: nx.DiGraph, fractions: Sequence[float] = MIB_FRACTIONS, progress: bool = False) -> Curve:
     """Faithfulness (edge-level ablation) of the top-k-edge circuits of ``G`` at the given edge fractions,
-    with MIB's CPR and CMD over those fractions."""
+    with MIB's CPR and CMD over those fractions.
+
+    Each circuit is what :func:`circuits.prune.prune_top_edges` gives (the k edges of largest
+    ``|effect|``, ties in graph order, then the connectivity phase); the edges are ranked once for all
+    sizes. A size at which nothing connects the inputs to the metric is the empty circuit.
+    """
     total = G.number_of_edges()
     if total == 0:
         raise CircuitError("the graph has no edges to build an edge curve from")
     sizes = fraction_sizes(total, fractions)
+    skeleton = _skeleton(G)
+    edges = list(skeleton.edges(data="effect"))
+    order = sorted(range(len(edges)), key=lambda i: (-abs(float(edges[i][2])), i))
+    ranked = [(edges[i][0], edges[i][1]) for i in order]
     f, comp, n_nodes, n_edges = [], [], [], []
     for k in tqdm(sizes, desc="edge curve", disable=not progress, leave=False):
-        c = _pruned_or_none(prune_top_edges, G, k)
-        if c is None:
+        chosen = ranked[:k]
+        selection = Selection(frozenset({n for e in chosen for n in e} | {METRIC}), frozenset(chosen))
+        try:
+            c, _ = connect_inputs_to_metric(skeleton, selection)
+        except CircuitError:  # nothing connects the inputs to the metric at this size: the empty circuit
             f.append(0.0)
             comp.append(1.0)
             n_nodes.append(0)
@@ -993,6 +1015,7 @@ def faithfulness_curves(
     fractions: Sequence[float] | None = MIB_FRACTIONS,
     edge_examples: int | None = None,
     progress: bool = False,
+    extra_sizes: Sequence[int] = (),
 ) -> Curves:
     """The node curve and (unless ``fractions`` is None) the edge curve of ``G``.
 
@@ -1002,7 +1025,7 @@ def faithfulness_curves(
     import time
 
     t0 = time.perf_counter()
-    nodes = node_curve(evaluator, G, n_points)
+    nodes = node_curve(evaluator, G, n_points, extra_sizes=extra_sizes)
     t1 = time.perf_counter()
     edges = None
     if fractions is not None and G.number_of_edges():

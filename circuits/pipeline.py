@@ -103,10 +103,10 @@ class DiscoverConfig:
     n_eval: int = 64
     seed: int = 0
     max_nodes: int | None = None
-    max_targets: int = 128
+    max_targets: int = 96
     edge_examples: int | None = 64
     selection_examples: int = 64
-    curve_points: int = 10
+    curve_points: int = 8
     edge_curve: bool = True
     edge_curve_examples: int | None = 16
     device: str | None = None
@@ -442,6 +442,7 @@ def discover(config: DiscoverConfig = DiscoverConfig(), out: str | Path | None =
     curves = faithfulness_curves(
         evaluator, attributed.graph, config.curve_points, fractions=None if not config.edge_curve else _fractions(),
         edge_examples=config.edge_curve_examples, progress=progress,
+        extra_sizes=[size.n_nodes] if size.n_nodes is not None else [],
     )
     seconds["curves"] = time.perf_counter() - t
 

@@ -205,6 +205,13 @@ def test_curves_cover_the_grid(rm, batches, schema_graph):
     assert edges.total_edges == schema_graph.number_of_edges()
     assert edges.cpr is not None and edges.cmd is not None
     assert len(edges) == 3
+    for k, n, m in zip(edges.metadata["requested_edges"], edges.sizes_nodes, edges.sizes_edges):
+        if n == 0:  # nothing connected: pruning at this size is an error, the curve's point the empty circuit
+            with pytest.raises(CircuitError):
+                prune_top_edges(schema_graph, k)
+            continue
+        pruned = prune_top_edges(schema_graph, k)  # the curve's circuits are exactly these
+        assert (n, m) == (pruned.n_nodes, pruned.n_edges)
 
 
 # ------------------------------------------------------------------------------------- files, pruning
