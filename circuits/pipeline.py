@@ -14,7 +14,9 @@ commands are thin wrappers over :func:`discover` and :func:`evaluate_saved`.
    reaches a target, pruned to what connects the inputs to the metric;
 5. :class:`circuits.evaluate.Evaluator`: faithfulness and completeness on the held-out examples,
    at node and at edge level, and the curves (:func:`circuits.evaluate.faithfulness_curves`);
-6. :func:`write_outputs`: circuit.json, circuit.svg, curve.json, curve.png.
+6. feature labels (:func:`circuits.labels.label_circuit`: top-activating contexts on the toy corpus or
+   ``label_corpus``, cached per dictionary set) written into the circuit's node ``label`` attributes;
+7. :func:`write_outputs`: circuit.json, circuit.svg, curve.json, curve.png and report.html.
 
 Python::
 
@@ -54,6 +56,7 @@ from circuits.graph import (
     load_circuit,
     save_circuit,
 )
+from circuits.labels import label_circuit
 from circuits.models import TOY, LoadedModel, load_model
 from circuits.prune import PruneResult, prune_by_threshold, prune_top_nodes
 from circuits.replaced import COMPOSITIONS, NEURONS
@@ -62,6 +65,7 @@ from circuits.tasks import TASKS, Task, TaskBatch, make_task
 from replacement.model import ReplacementModel
 from viz.diagram import render
 from viz.plots import plot_curve
+from viz.report import write_report
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +113,8 @@ class DiscoverConfig:
     curve_points: int = 8
     edge_curve: bool = True
     edge_curve_examples: int | None = 16
+    labels: bool = True
+    label_corpus: str | None = None
     device: str | None = None
 
     def __post_init__(self) -> None:
@@ -368,13 +374,19 @@ class DiscoverResult:
 # ------------------------------------------------------------------------------------ phase 6
 
 
-DIAGRAM_NODES = 120
+DIAGRAM_NODES = 150
 DIAGRAM_EDGES = 400
 
 
 def diagram_view(circuit: nx.DiGraph, max_nodes: int = DIAGRAM_NODES, max_edges: int = DIAGRAM_EDGES) -> tuple[nx.DiGraph, str]:
-    """The part of a circuit that is drawn: all of it when small, else its ``max_nodes`` nodes of largest
-    ``|effect|`` (and the metric) with the ``max_edges`` largest edges between them; plus a caption note."""
+    """The part of a circuit that is drawn, plus a caption note.
+
+    A circuit of at most ``max_nodes`` nodes and ``max_edges`` edges is drawn whole. A larger one is
+    drawn as its ``max_nodes`` nodes of largest ``|effect|`` (and the metric) with the ``max_edges``
+    largest edges between them; the other nodes of each (site, position) cell become one ``group``
+    node ("+N more", the sum of their effects) whose tooltip lists their ids, so every node of the
+    circuit is named in the drawing.
+    """
     n, m = count_nodes(circuit), circuit.number_of_edges()
     if n <= max_nodes and m <= max_edges:
         return circuit, ""
@@ -382,13 +394,40 @@ def diagram_view(circuit: nx.DiGraph, max_nodes: int = DIAGRAM_NODES, max_edges:
     inner = [(u, v) for u, v in circuit.edges if u in keep and v in keep]
     inner.sort(key=lambda e: -abs(float(circuit.edges[e]["effect"])))
     view = copy_graph(circuit, keep, inner[:max_edges])
-    return view, f" (drawn: top {count_nodes(view)} of {n} nodes, {view.number_of_edges()} of {m} edges)"
+    cells: dict[tuple[str, str], list[str]] = {}
+    for node, attrs in circuit.nodes(data=True):
+        if node not in keep:
+            cells.setdefault((str(attrs.get("site")), str(attrs.get("position"))), []).append(str(node))
+    for (site, position), members in cells.items():
+        first = circuit.nodes[members[0]]
+        view.add_node(
+            f"{site}/{position}/more", kind="group", members=members, label="",
+            effect=float(sum(float(circuit.nodes[u].get("effect", 0.0)) for u in members)),
+            **{k: first[k] for k in ("site", "layer", "sublayer", "position") if k in first},
+        )
+    left_out = n - (count_nodes(view) - len(cells))
+    grouped = f"; the other {left_out} grouped as +N" if left_out else ""
+    return view, f" (drawn: {n - left_out} of {n} nodes, {view.number_of_edges()} of {m} edges{grouped})"
 
 
-def write_outputs(out: str | Path, circuit: nx.DiGraph, curves: Curves, title: str | None = None) -> dict[str, Path]:
-    """Write circuit.json, circuit.svg (Graphviz, with circuit.dot), curve.json and curve.png into ``out``.
+REPORT_CONTEXT_NODES = 300
 
-    A circuit too large to read is drawn in part (see :func:`diagram_view`); circuit.json holds all of it.
+
+def write_outputs(
+    out: str | Path,
+    circuit: nx.DiGraph,
+    curves: Curves,
+    title: str | None = None,
+    contexts: dict[str, list[dict[str, Any]]] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write circuit.json, circuit.svg (Graphviz, with circuit.dot), curve.json, curve.png and
+    report.html into ``out``.
+
+    A circuit too large to read is drawn in part (see :func:`diagram_view`); circuit.json holds all of
+    it. ``contexts`` (node id -> top-activating contexts, :func:`circuits.labels.contexts_for`) go into
+    the report for the ``REPORT_CONTEXT_NODES`` nodes of largest ``|effect|``; ``metadata`` is shown in
+    its header.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -399,6 +438,14 @@ def write_outputs(out: str | Path, circuit: nx.DiGraph, curves: Curves, title: s
     written = render(view, out / "circuit", formats=("svg",), title=(title or "") + note or None)
     files.update({f"circuit.{k}": v for k, v in written.items()})
     files["curve.png"] = plot_curve(curve.to_dict(), out / "curve.png", title=title)
+    svg = files["circuit.svg"].read_text(encoding="utf-8") if "circuit.svg" in files else None
+    if contexts:
+        shown = set(ranked_nodes(circuit)[:REPORT_CONTEXT_NODES])
+        contexts = {k: v for k, v in contexts.items() if k in shown}
+    files["report.html"] = write_report(
+        out / "report.html", graph=circuit, curve=curve.to_dict(), title=title or "Circuit report",
+        metadata=metadata, diagram_svg=svg, contexts=contexts,
+    )
     return files
 
 
@@ -454,11 +501,20 @@ def discover(config: DiscoverConfig = DiscoverConfig(), out: str | Path | None =
     }
     curves.nodes.metadata.update({k: attributed.graph.graph[k] for k in ("model", "dictionaries", "task", "method", "positions")})
     circuit.graph["size_choice"] = asdict(size)
+    contexts = None
+    if config.labels:
+        t = time.perf_counter()
+        contexts = label_circuit(circuit, setup.rm, setup.loaded.tokenizer, config.label_corpus, progress=progress)
+        seconds["labels"] = time.perf_counter() - t
     result = DiscoverResult(config, attributed, pruned, evaluation, edge_eval, curves, size, seconds=seconds)
     if out is not None:
         t = time.perf_counter()
         title = f"{data.name}: {evaluation.nodes} nodes, faithfulness {evaluation.faithfulness:.2f}"
-        result.files = write_outputs(out, circuit, curves, title=title)
+        report_meta = {
+            "faithfulness": round(evaluation.faithfulness, 4), "completeness": round(evaluation.completeness, 4),
+            "ablation": evaluation.ablation, "evaluation examples": len(data.evaluation),
+        }
+        result.files = write_outputs(out, circuit, curves, title=title, contexts=contexts, metadata=report_meta)
         seconds["write"] = time.perf_counter() - t
     return result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -17,6 +18,12 @@ from circuits.toy.tokenizer import WordTokenizer
 # The models under test are tiny: one thread is as fast as several on an idle machine and much
 # faster on a shared one, where spinning intra-op threads compete for the same cores.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory) -> None:
+    """Feature-label caches go to a folder of this session, never to the user's cache."""
+    os.environ["CIRCUITS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="session")

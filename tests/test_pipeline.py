@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -12,9 +15,12 @@ from circuits.cli import main
 from circuits.curves import Curve
 from circuits.errors import CircuitError
 from circuits.graph import count_nodes, load_circuit
-from circuits.pipeline import DiscoverConfig, discover, evaluate_saved
+from circuits.pipeline import DiscoverConfig, diagram_view, discover, evaluate_saved
+from viz.diagram import render
 from replacement.dictionaries import DictionaryConfig, DictionarySet, create_dictionary
 from replacement.sites import SAE_KINDS, model_sites
+
+from _browser import CHROMIUM, browse
 
 HAS_DOT = shutil.which("dot") is not None
 SMALL = {"n_attribution": 8, "n_eval": 8, "selection_examples": 8, "max_targets": 16, "curve_points": 5, "edge_curve_examples": 4}
@@ -51,6 +57,62 @@ def test_discover_writes_the_four_files(run):
     curve = Curve.from_json(out / "curve.json")
     assert len(curve) in (5, 6) and curve.cpr is not None and curve.cmd is not None  # the grid, plus the chosen size
     assert "edge_curve" in curve.metadata
+
+
+def svg_names(path: Path) -> set[str]:
+    """Node ids an SVG names: each node group's id, and the ids a "+N more" group lists in its tooltip."""
+    named = set()
+    for g in ET.parse(path).getroot().iter("{http://www.w3.org/2000/svg}g"):
+        if "node" not in (g.get("class") or "").split():
+            continue
+        named.add(g.get("id"))
+        if "group" in g.get("class").split():
+            for a in g.iter("{http://www.w3.org/2000/svg}a"):
+                tip = a.get("{http://www.w3.org/1999/xlink}title") or ""
+                named.update(line.strip() for line in tip.splitlines()[1:])
+    return named
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz `dot` is not installed")
+def test_the_diagram_names_every_node_of_circuit_json(run, tmp_path):
+    result, out = run
+    ids = {n["id"] for n in json.loads((out / "circuit.json").read_text())["nodes"]}
+    assert ids <= svg_names(out / "circuit.svg")
+    # A circuit too large to draw whole: the top nodes are drawn, the rest grouped per cell, still named.
+    view, note = diagram_view(result.circuit, max_nodes=6, max_edges=10)
+    groups = [n for n, d in view.nodes(data=True) if d.get("kind") == "group"]
+    assert groups and "grouped" in note
+    assert sum(len(view.nodes[g]["members"]) for g in groups) == count_nodes(result.circuit) - 6
+    svg = render(view, tmp_path / "part", formats=("svg",))["svg"]
+    assert ids <= svg_names(svg)
+    assert view.number_of_edges() <= 10
+
+
+def test_features_are_labelled_and_the_report_shows_them(run):
+    result, out = run
+    data = json.loads((out / "circuit.json").read_text())
+    features = [n for n in data["nodes"] if n["id"] != "metric" and not n["id"].endswith("/err")]
+    assert features and all(n.get("label") for n in features)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    for n in data["nodes"]:
+        assert f'data-node="{html.escape(n["id"])}"' in page  # a table row per node
+    # The labels come from the feature's top-activating contexts, which the report shows.
+    blocks = page.count('<details class="contexts"')
+    assert 0 < blocks <= len(features)
+    # Nothing to fetch: no external URL in a src/href/url(), no script or style file.
+    assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', page)
+    assert "url(http" not in page and "@import" not in page and '<script src' not in page
+    assert result.circuit.graph["task"] in page and "toy" in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
+def test_the_discovered_report_loads_nothing_in_a_browser(run, tmp_path):
+    import matplotlib.image as mpimg
+
+    _, out = run
+    shot, requested = browse((out / "report.html").resolve().as_uri(), tmp_path, "discovered")
+    assert requested == []
+    assert mpimg.imread(shot)[..., :3].var() > 0
 
 
 def test_the_summary_has_the_documented_fields(run):

@@ -23,6 +23,8 @@ import pytest
 import viz
 from viz import diagram, export, plots, report
 
+from _browser import CHROMIUM, browse
+
 SVG_NS = "{http://www.w3.org/2000/svg}"
 HAS_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAS_DOT, reason="Graphviz `dot` is not installed")
@@ -549,59 +551,12 @@ def test_report_uses_a_given_svg(tmp_path: Path) -> None:
 # Headless browser
 # ------------------------------------------------------------------------------------------
 
-CHROMIUM = next(
-    (
-        shutil.which(n)
-        for n in ("chromium", "chromium-browser", "google-chrome")
-        if shutil.which(n)
-    ),
-    None,
-)
-
-
-def _browse(url: str, tmp_path: Path, name: str) -> tuple[Path, list[str]]:
-    """Screenshot ``url`` in headless Chromium; return the PNG and the http(s) URLs the page
-    itself requested (requests made by the browser for its own services are left out)."""
-    shot, netlog = tmp_path / f"{name}.png", tmp_path / f"{name}-net.json"
-    cmd = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / (name + '-profile')}",
-        "--hide-scrollbars",
-        "--host-resolver-rules=MAP * ~NOTFOUND",
-        f"--log-net-log={netlog}",
-        f"--screenshot={shot}",
-        "--window-size=1200,900",
-        url,
-    ]
-    subprocess.run(cmd, capture_output=True, timeout=60, check=False)
-    assert shot.exists(), "Chromium wrote no screenshot"
-    log = json.loads(netlog.read_text(encoding="utf-8"))
-    start_job = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
-    page_urls = [
-        ev["params"]["url"]
-        for ev in log["events"]
-        if ev["type"] == start_job
-        and "url" in ev.get("params", {})
-        and ev["params"].get("initiator")
-        != "not an origin"  # browser-internal services
-    ]
-    return shot, [u for u in page_urls if u.startswith(("http:", "https:"))]
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
 def test_report_in_headless_chromium(tmp_path: Path) -> None:
     import matplotlib.image as mpimg
 
     path, _ = _write_report(tmp_path)
-    shot, requested = _browse(path.resolve().as_uri(), tmp_path, "report")
+    shot, requested = browse(path.resolve().as_uri(), tmp_path, "report")
     pixels = mpimg.imread(shot)
     assert pixels.shape[0] >= 800 and pixels[..., :3].var() > 0
     assert requested == []
@@ -657,7 +612,7 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
     control.write_text(
         '<html><body><img src="http://example.invalid/x.png">x</body></html>'
     )
-    _, control_requested = _browse(control.as_uri(), tmp_path, "control")
+    _, control_requested = browse(control.as_uri(), tmp_path, "control")
     assert control_requested == ["http://example.invalid/x.png"]
 
 

@@ -14,6 +14,9 @@ The graph contract:
   ``"mlp"``, ``"transcoder"``, ``"resid"`` or ``"metric"``), ``position`` (int, str or None for the
   metric), ``feature`` (int or None), ``kind`` (``"feature"``, ``"error"`` or ``"metric"``),
   ``effect`` (signed float), ``label`` (str, may be empty); optionally ``activation``.
+* A node of kind ``"group"`` stands for nodes a drawing leaves out (the rest of a large circuit):
+  attribute ``members``, the list of their ids, and ``effect``, the sum of theirs. It is drawn as a
+  dashed box "+N" whose tooltip lists every member id.
 * Edge attribute: ``effect`` (signed float).
 * Graph attributes: ``model``, ``dictionaries``, ``task``, ``method``, ``positions`` (``"token"``,
   ``"schema"`` or ``"agnostic"``), ``position_labels`` (column labels in order: the example's tokens

@@ -6,6 +6,7 @@ The graph contract (also documented in ``viz/__init__.py``):
   error node and ``"metric"`` for the single sink;
 * node attributes: ``site``, ``layer``, ``sublayer``, ``position``, ``feature``, ``kind``,
   ``effect``, ``label``; edge attribute ``effect``;
+* a ``kind="group"`` node stands for nodes left out of a drawing (attribute ``members``: their ids);
 * graph attributes: ``model``, ``dictionaries``, ``task``, ``method``, ``positions``,
   ``position_labels``, ``n_layers``.
 
@@ -49,6 +50,7 @@ class NodeInfo:
     effect: float
     label: str
     activation: float | None = None
+    members: tuple[str, ...] = ()
 
 
 def _parse_position(text: str) -> int | str:
@@ -137,6 +139,7 @@ def node_info(
         feature = None
 
     activation = data.get("activation")
+    members = tuple(str(m) for m in data.get("members") or ()) if kind == "group" else ()
     return NodeInfo(
         id=node_id,
         site=site,
@@ -148,6 +151,7 @@ def node_info(
         effect=_as_float(data.get("effect", 0.0)),
         label=str(data.get("label") or ""),
         activation=_as_float(activation) if activation is not None else None,
+        members=members,
     )
 
 

@@ -13,7 +13,8 @@ of seconds for larger graphs).
 Styling. Fill is blue for a positive effect and red for a negative one, its intensity proportional to
 ``|effect|`` over the largest ``|effect|`` of the graph's non-metric nodes. Features are boxes
 labelled with their index and (truncated) ``label``; error nodes are triangles labelled ``ε``; the
-metric is a diamond. Edges are blue (positive) or red (negative) with a pen width proportional to
+metric is a diamond; a ``group`` node (nodes left out of a drawing of a large circuit) is a dashed
+box "+N" whose tooltip lists its members' ids. Edges are blue (positive) or red (negative) with a pen width proportional to
 ``|effect|``. Every node's id is its Graphviz name, so it is the ``<title>`` and the ``id`` of its
 ``<g>`` element in the SVG.
 """
@@ -219,8 +220,8 @@ class _Layout:
 
 
 def _cell_order(info: NodeInfo) -> tuple[int, float, str]:
-    """Order inside one cell: features before error nodes, larger |effect| first."""
-    return (1 if info.kind == "error" else 0, -abs(info.effect), info.id)
+    """Order inside one cell: features, then error nodes, then groups; larger |effect| first."""
+    return ({"error": 1, "group": 2}.get(info.kind, 0), -abs(info.effect), info.id)
 
 
 def _layout(infos: Sequence[NodeInfo], columns: _Columns) -> _Layout:
@@ -307,6 +308,8 @@ def _node_label(info: NodeInfo) -> str:
         return "ε"
     if info.kind == "metric":
         return "metric"
+    if info.kind == "group":
+        return f"+{len(info.members)} more\nΣ {info.effect:+.2g}"
     head = (
         f"#{info.feature}"
         if info.feature is not None
@@ -316,7 +319,12 @@ def _node_label(info: NodeInfo) -> str:
 
 
 def _tooltip(info: NodeInfo) -> str:
-    """Hover text: id, effect, full label."""
+    """Hover text: id, effect, full label; for a group, every member id."""
+    if info.kind == "group":
+        return (
+            f"{len(info.members)} nodes not drawn (sum of effects {info.effect:+.4g}):\n"
+            + "\n".join(info.members)
+        )
     text = f"{info.id}\neffect = {info.effect:+.4g}"
     return f"{text}\n{info.label}" if info.label else text
 
@@ -340,6 +348,16 @@ def _node_stmt(info: NodeInfo, xy: tuple[float, float], max_abs: float) -> str:
         }
     elif info.kind == "metric":
         shape = {"shape": "diamond", "width": "1.0", "height": "0.6", "fontsize": "10"}
+    elif info.kind == "group":
+        common["fillcolor"] = ZERO_FILL
+        common["fontcolor"] = "#333333"
+        shape = {
+            "shape": "box",
+            "style": "filled,dashed",
+            "width": f"{NODE_W}",
+            "height": f"{NODE_H}",
+            "fontsize": "8",
+        }
     else:
         shape = {
             "shape": "box",
@@ -371,6 +389,7 @@ def _legend_label(max_node: float, max_edge: float) -> str:
         '<TR><TD COLSPAN="2">▭</TD><TD ALIGN="LEFT">feature (#index, label)</TD></TR>',
         '<TR><TD COLSPAN="2">▲</TD><TD ALIGN="LEFT">error node (ε)</TD></TR>',
         '<TR><TD COLSPAN="2">◆</TD><TD ALIGN="LEFT">metric</TD></TR>',
+        '<TR><TD COLSPAN="2">+N</TD><TD ALIGN="LEFT">nodes not drawn (dashed)</TD></TR>',
         (
             f'<TR><TD COLSPAN="2"><FONT COLOR="{pos_full}">→</FONT> <FONT COLOR="{neg_full}">→'
             f'</FONT></TD><TD ALIGN="LEFT">edge sign; width: |effect| / {max_edge:.3g}</TD></TR>'
@@ -430,7 +449,7 @@ def to_dot(G: nx.DiGraph, title: str | None = None, *, splines: str = "line") ->
         if infos
         else _Layout({}, [], [], [], 0.0, 0.0, 0.0, 0.0)
     )
-    max_node = _max_abs(i.effect for i in infos if i.kind != "metric")
+    max_node = _max_abs(i.effect for i in infos if i.kind not in ("metric", "group"))
     max_edge = _max_abs(edge_effect(G, u, v) for u, v in G.edges)
 
     lines = [

@@ -13,7 +13,7 @@ def register(sub) -> None:
     d = sub.add_parser(
         "discover",
         help="attribute a task, prune to a circuit, evaluate it on held-out examples and draw it",
-        description="Writes circuit.json, circuit.svg, curve.json and curve.png into --out.",
+        description="Writes circuit.json, circuit.svg, curve.json, curve.png and report.html into --out.",
     )
     d.add_argument("task", help="built-in task name (see `circuits tasks list`) or JSONL task file")
     d.add_argument("--schema", default=None, help="schema CSV of a JSONL task file")
@@ -44,6 +44,9 @@ def register(sub) -> None:
     d.add_argument("--max-targets", type=int, default=96, help="nodes whose incoming edges are scored (default 96)")
     d.add_argument("--curve-points", type=int, default=8, help="points of the node curve's log grid (default 8; the chosen size is added)")
     d.add_argument("--no-edge-curve", action="store_true", help="skip edge-level evaluation and the edge curve")
+    d.add_argument("--no-labels", action="store_true", help="skip feature labels (top-activating contexts) in the diagram and report")
+    d.add_argument("--label-corpus", default=None,
+                   help="text file, one text per line, whose top-activating contexts label the features (default: the toy corpus)")
     d.add_argument("--device", default=None, help="torch device; default CUDA when present, else CPU")
     d.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1: the toy model's tensors are too small to gain from more)")
     d.add_argument("--out", default="circuit_out", help="output folder (default: ./circuit_out)")
@@ -93,7 +96,7 @@ def _discover(args: argparse.Namespace) -> int:
         confidence=args.confidence or None, ablation=args.ablation, ablate_errors=not args.keep_errors,
         ablate_embed=not args.keep_embed, n_attribution=args.examples, n_eval=args.eval_examples, seed=args.seed,
         max_nodes=args.max_nodes, max_targets=args.max_targets, curve_points=args.curve_points,
-        edge_curve=not args.no_edge_curve, device=args.device,
+        edge_curve=not args.no_edge_curve, labels=not args.no_labels, label_corpus=args.label_corpus, device=args.device,
     )
     result = discover(config, out=args.out, progress=not args.quiet and not args.json)
     s = result.summary()
