@@ -84,13 +84,13 @@ import math
 import numbers
 import operator
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import networkx as nx
 
 from circuits.errors import CircuitError
+from circuits.files import write_text_atomic
 from replacement.sites import SITE_KINDS, Site
 
 SCHEMA_VERSION = 1
@@ -410,22 +410,8 @@ def _dumps(value: Any, indent: int | None = None) -> str:
 
 
 def write_json_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write ``text`` to ``path`` atomically (:func:`circuits.files.write_text_atomic`)."""
+    return write_text_atomic(path, text)
 
 
 def circuit_to_dict(G: nx.DiGraph) -> dict[str, Any]:

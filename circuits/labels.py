@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from circuits.errors import TaskError
+from circuits.files import atomic_write
 from circuits.graph import ERROR_INDEX, parse_node_id
 from circuits.toy import language
 
@@ -542,16 +542,7 @@ def save_labels(labels: FeatureLabels, path: str | os.PathLike[str]) -> Path:
             "n_texts": labels.top.n_texts, "corpus": labels.corpus_name, "strings": list(vocab),
         }, ensure_ascii=False),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def load_labels(path: str | os.PathLike[str]) -> FeatureLabels:

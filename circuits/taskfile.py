@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 from circuits.errors import SchemaError, TaskError
+from circuits.files import atomic_write
 from circuits.schema import Schema, per_token_schema
 from circuits.tasks import Example, Task, TextTokenizer
 
@@ -77,20 +76,7 @@ def write_schema_csv(path: str | Path, prompts: Iterable[str], schemas: Iterable
                     raise SchemaError(f"span names {list(s.names)} differ from {names}", source=str(path))
                 w.writerow([prompt, *s.starts, s.length])
 
-    _atomic(Path(path), write)
-
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, write)
 
 
 def _answers(record: dict, single: str, plural: str, tok: TextTokenizer, src: str, line: int) -> tuple[list[int], list[str]]:
@@ -222,7 +208,7 @@ def save_task(task: Task, path: str | Path, schema: str | Path | None = None, co
                     rec["case"] = ex.case
                 fh.write(json.dumps(rec) + "\n")
 
-    _atomic(path, write)
+    atomic_write(path, write)
     if schema is not None:
         write_schema_csv(schema, [e.clean_text for e in task.examples], [e.schema for e in task.examples])
     if corrupted_schema is not None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
-import tempfile
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from circuits.files import atomic_write
 from circuits.toy.language import corpus_sentence, vocabulary
 from circuits.toy.tokenizer import WordTokenizer
 
@@ -141,27 +140,13 @@ def train_model(
     return model, tokenizer, losses
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_model(model, tokenizer: WordTokenizer, config: ToyModelConfig, directory: str | Path) -> Path:
     """Write weights (safetensors), configuration and tokenizer (JSON) into ``directory``."""
     directory = Path(directory)
     state = {k: v.detach().cpu().contiguous() for k, v in _unique_state(model.original_model).items()}
-    _atomic_write(directory / MODEL_FILE, lambda p: save_file(state, p))
-    _atomic_write(directory / CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(asdict(config), indent=2) + "\n"))
-    _atomic_write(directory / TOKENIZER_FILE, lambda p: tokenizer.save(p))
+    atomic_write(directory / MODEL_FILE, lambda p: save_file(state, p))
+    atomic_write(directory / CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(asdict(config), indent=2) + "\n"))
+    atomic_write(directory / TOKENIZER_FILE, lambda p: tokenizer.save(p))
     return directory
 
 
