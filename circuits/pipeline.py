@@ -79,9 +79,13 @@ class DiscoverConfig:
     ``task``: a built-in task name or a JSONL task file (``schema``: its schema CSV).
     ``dictionaries``: a dictionary-set folder, ``"neurons"`` (the identity / MLP-neuron baseline) or
     None (the model's shipped set; the toy model only), or ``"release:NAME"`` (a SAELens release).
-    ``composition``: what replaces each sublayer (:data:`circuits.replaced.COMPOSITIONS`): ``"sae"``
-    (embed, attn, mlp, resid), ``"mixed"`` (transcoders for the MLPs) or ``"transcoders"``. The circuit is the top ``n_nodes`` nodes
-    by |effect|, or the nodes with |effect| >= ``node_threshold``, or (neither given) the smallest
+    ``composition``: what replaces each sublayer (:data:`circuits.replaced.COMPOSITIONS`):
+    ``"transcoders"`` (the default: embed SAE and MLP transcoders; attention is not replaced, so its
+    computation runs inside the edges, as in circuit-tracer), ``"sae"`` (embed, attn, mlp, resid:
+    Sparse Feature Circuits' graph) or ``"mixed"`` (embed, attn, transcoder, resid).
+    ``ablate_embed`` False (the default, Sparse Feature Circuits' convention) keeps the embedding live
+    in every evaluation, and the circuit is chosen among the other nodes (:func:`circuit_candidates`).
+    The circuit is the top ``n_nodes`` nodes by |effect|, or the nodes with |effect| >= ``node_threshold``, or (neither given) the smallest
     top-N whose faithfulness on ``selection_examples`` fresh examples reaches ``faithfulness`` (with
     ``confidence``: its bootstrap lower bound at that confidence does); it is then evaluated on
     ``n_eval`` held-out examples. Edges are scored on the first ``edge_examples``
@@ -92,7 +96,7 @@ class DiscoverConfig:
     schema: str | None = None
     model: str = TOY
     dictionaries: str | None = None
-    composition: str = "sae"
+    composition: str = "transcoders"
     method: str = "ig"
     positions: str = "agnostic"
     steps: int = 5
@@ -102,14 +106,14 @@ class DiscoverConfig:
     confidence: float | None = 0.9
     ablation: str = "mean"
     ablate_errors: bool = True
-    ablate_embed: bool = True
+    ablate_embed: bool = False
     n_attribution: int = 128
     n_eval: int = 64
     seed: int = 0
     max_nodes: int | None = None
     max_targets: int = 96
     edge_examples: int | None = 64
-    selection_examples: int = 64
+    selection_examples: int = 128
     curve_points: int = 8
     edge_curve: bool = True
     edge_curve_examples: int | None = 16
@@ -277,6 +281,16 @@ def choose_circuit(G: nx.DiGraph, n_nodes: int | None = None, node_threshold: fl
     if n_nodes > total:
         raise CircuitError(f"asked for a circuit of {n_nodes} nodes, but the attributed graph has only {total}")
     return prune_top_nodes(G, n_nodes)
+
+
+def circuit_candidates(G: nx.DiGraph, ablate_embed: bool = True) -> nx.DiGraph:
+    """The part of the attributed graph a circuit is chosen from: all of it, or, when the embedding is
+    never ablated (``ablate_embed=False``, Sparse Feature Circuits' convention), all but the embedding
+    nodes: they stay live in every evaluation whatever the circuit holds, so they are part of the
+    input rather than of the circuit, and the earliest sites' nodes become its inputs."""
+    if ablate_embed:
+        return G
+    return copy_graph(G, [n for n, d in G.nodes(data=True) if d.get("site") != "embed"])
 
 
 @dataclass
@@ -478,8 +492,9 @@ def discover(config: DiscoverConfig = DiscoverConfig(), out: str | Path | None =
     seconds["attribute"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    size = choose_size(config, setup.rm, attributed.graph, data)
-    pruned = choose_circuit(attributed.graph, size.n_nodes, config.node_threshold)
+    candidates = circuit_candidates(attributed.graph, config.ablate_embed)
+    size = choose_size(config, setup.rm, candidates, data)
+    pruned = choose_circuit(candidates, size.n_nodes, config.node_threshold)
     evaluator = Evaluator(setup.rm, data.evaluation_batch, config.eval_config())
     evaluation = evaluator.evaluate(pruned.graph)
     edge_eval = evaluator.evaluate(pruned.graph, level="edges", completeness=False) if config.edge_curve else None
@@ -487,7 +502,7 @@ def discover(config: DiscoverConfig = DiscoverConfig(), out: str | Path | None =
 
     t = time.perf_counter()
     curves = faithfulness_curves(
-        evaluator, attributed.graph, config.curve_points, fractions=None if not config.edge_curve else _fractions(),
+        evaluator, candidates, config.curve_points, fractions=None if not config.edge_curve else _fractions(),
         edge_examples=config.edge_curve_examples, progress=progress,
         extra_sizes=[size.n_nodes] if size.n_nodes is not None else [],
     )
@@ -498,6 +513,7 @@ def discover(config: DiscoverConfig = DiscoverConfig(), out: str | Path | None =
         "ablation": evaluation.ablation, "faithfulness": evaluation.faithfulness, "completeness": evaluation.completeness,
         "faithfulness_edges": None if edge_eval is None else edge_eval.faithfulness,
         "m_model": evaluation.m_model, "m_empty": evaluation.m_empty, "m_circuit": evaluation.m_circuit,
+        "ablate_errors": config.ablate_errors, "ablate_embed": config.ablate_embed,
     }
     curves.nodes.metadata.update({k: attributed.graph.graph[k] for k in ("model", "dictionaries", "task", "method", "positions")})
     circuit.graph["size_choice"] = asdict(size)
@@ -555,8 +571,8 @@ def evaluate_saved(
     model: str | None = None,
     dictionaries: str | None = None,
     ablation: str = "mean",
-    ablate_errors: bool = True,
-    ablate_embed: bool = True,
+    ablate_errors: bool | None = None,
+    ablate_embed: bool | None = None,
     edges: bool = True,
     n_eval: int = 64,
     seed: int | None = None,
@@ -567,7 +583,7 @@ def evaluate_saved(
 
     The model and dictionaries default to those recorded in the file; given explicitly, they must be
     the ones the circuit was made with (:class:`CircuitError` otherwise). ``seed`` defaults to the
-    run's evaluation seed.
+    run's evaluation seed; ``ablate_errors`` and ``ablate_embed`` to the run's settings.
     """
     G = load_circuit(path)
     meta = G.graph
@@ -576,6 +592,11 @@ def evaluate_saved(
     model_name = model or meta["model"]
     source = dictionaries if dictionaries is not None else meta.get("dictionaries_source")
     source = None if source == "default" else source
+    recorded = meta.get("evaluation") or {}
+    if ablate_errors is None:
+        ablate_errors = bool(recorded.get("ablate_errors", True))
+    if ablate_embed is None:
+        ablate_embed = bool(recorded.get("ablate_embed", True))
     config = DiscoverConfig(
         task=task, model=model_name, dictionaries=source, composition=meta.get("composition", "sae"), ablation=ablation,
         ablate_errors=ablate_errors, ablate_embed=ablate_embed, device=device, schema=schema,

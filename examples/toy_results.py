@@ -16,6 +16,7 @@ Usage::
     python examples/toy_results.py                       # the shipped toy dictionaries
     python examples/toy_results.py --dictionaries DIR    # another dictionary set
     python examples/toy_results.py --ablation patch --json results.json
+    python examples/toy_results.py --composition sae --no-keep-embed   # SAEs everywhere, the embedding ablated too
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ import torch
 
 from circuits.attribute import attribution_inputs
 from circuits.build import attribute_graph
-from circuits.evaluate import EvalConfig, Evaluator, ranked_nodes, smallest_faithful
-from circuits.pipeline import DiscoverConfig, load_data, load_setup
+from circuits.evaluate import Evaluator, ranked_nodes, smallest_faithful
+from circuits.pipeline import DiscoverConfig, circuit_candidates, load_data, load_setup
 
 TASKS = ("ioi", "sva-simple", "sva-pp", "sva-within-rc", "sva-across-rc")
 LEVELS = (0.5, 0.8, 0.9)
@@ -40,16 +41,21 @@ SETTINGS = {
 }
 
 
-def nodes_needed(task: str, dictionaries: str | None, positions: str, ablation: str, n: int, n_eval: int) -> dict:
+def nodes_needed(
+    task: str, dictionaries: str | None, positions: str, ablation: str, n: int, n_eval: int,
+    composition: str = "transcoders", keep_embed: bool = True,
+) -> dict:
     """Attribute ``task`` and find the smallest top-k node set reaching each faithfulness level (held out)."""
     config = DiscoverConfig(task=task, dictionaries=dictionaries, positions=positions, ablation=ablation,
+                            composition=composition, ablate_embed=not keep_embed,
                             n_attribution=n, n_eval=n_eval, max_targets=0, device="cpu")
     setup = load_setup(config)
     data = load_data(task, setup.loaded.tokenizer, n, n_eval, seed=0)
     batch = data.attribution_batch
     meta = {"model": setup.model_name, "dictionaries": setup.dictionaries_name, "task": task}
     graph = attribute_graph(setup.rm, batch, attribution_inputs(batch), config.build_config(), metadata=meta).graph
-    evaluator = Evaluator(setup.rm, data.evaluation_batch, EvalConfig(ablation=ablation))
+    graph = circuit_candidates(graph, config.ablate_embed)
+    evaluator = Evaluator(setup.rm, data.evaluation_batch, config.eval_config())
     needed = {}
     for level in LEVELS:
         found = smallest_faithful(evaluator, graph, level, n_points=16, refine=12)
@@ -66,6 +72,10 @@ def main() -> None:
     parser.add_argument("--ablation", choices=("mean", "patch", "zero"), default="mean")
     parser.add_argument("--examples", type=int, default=128, help="attribution examples (default 128)")
     parser.add_argument("--eval-examples", type=int, default=64, help="held-out examples (default 64)")
+    parser.add_argument("--composition", choices=("transcoders", "sae", "mixed"), default="transcoders",
+                        help="what replaces each sublayer (see `circuits discover --help`)")
+    parser.add_argument("--keep-embed", action=argparse.BooleanOptionalAction, default=True,
+                        help="never ablate the embedding and rank only the other nodes (default, as `circuits discover`)")
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
@@ -77,10 +87,12 @@ def main() -> None:
         results[task] = {}
         for name, (source, positions) in SETTINGS.items():
             dictionaries = "neurons" if source == "neurons" else args.dictionaries
-            results[task][name] = nodes_needed(task, dictionaries, positions, args.ablation, args.examples, args.eval_examples)
+            results[task][name] = nodes_needed(task, dictionaries, positions, args.ablation, args.examples, args.eval_examples,
+                                               args.composition, args.keep_embed)
             print(f"  {task:<14} {name:<20} {results[task][name]['needed']}", flush=True)
 
-    print(f"\nNodes needed for faithfulness 0.5 / 0.8 / 0.9 ({args.ablation} ablation, {args.examples} attribution "
+    print(f"\nNodes needed for faithfulness 0.5 / 0.8 / 0.9 ({args.composition}, {args.ablation} ablation"
+          f"{', embedding kept' if args.keep_embed else ''}, {args.examples} attribution "
           f"and {args.eval_examples} held-out examples; - : not reached by the whole graph)\n")
     print("| task | " + " | ".join(SETTINGS) + " |")
     print("|---|" + "---|" * len(SETTINGS))
@@ -92,7 +104,7 @@ def main() -> None:
     print(f"\n({time.perf_counter() - start:.0f} s)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"ablation": args.ablation, "examples": args.examples, "eval_examples": args.eval_examples,
+            json.dump({"ablation": args.ablation, "composition": args.composition, "keep_embed": args.keep_embed, "examples": args.examples, "eval_examples": args.eval_examples,
                        "results": results}, f, indent=2)
 
 

@@ -28,11 +28,11 @@ SMALL = {"n_attribution": 8, "n_eval": 8, "selection_examples": 8, "max_targets"
 
 @pytest.fixture(scope="module")
 def dict_dir(toy, tmp_path_factory) -> Path:
-    """A saved set of small untrained TopK SAEs for the toy model."""
+    """A saved set of small untrained TopK SAEs and transcoders for the toy model."""
     d = toy.model.cfg.d_model
     dicts = {
         s: create_dictionary(s, d, DictionaryConfig(architecture="topk", d_sae=24, k=6), seed=i)
-        for i, s in enumerate(model_sites(toy.model.cfg.n_layers, SAE_KINDS))
+        for i, s in enumerate(model_sites(toy.model.cfg.n_layers, (*SAE_KINDS, "transcoder")))
     }
     return DictionarySet(dicts, name="random-saes").save(tmp_path_factory.mktemp("dicts") / "random-saes")
 
@@ -113,6 +113,18 @@ def test_the_discovered_report_loads_nothing_in_a_browser(run, tmp_path):
     shot, requested = browse((out / "report.html").resolve().as_uri(), tmp_path, "discovered")
     assert requested == []
     assert mpimg.imread(shot)[..., :3].var() > 0
+
+
+def test_the_embedding_is_kept_and_left_out_of_the_circuit_by_default(run, dict_dir):
+    result, out = run
+    assert result.config.composition == "transcoders" and not result.config.ablate_embed
+    assert not any(d["site"] == "embed" for _, d in result.circuit.nodes(data=True))
+    assert any(d["site"] == "embed" for _, d in result.graph.nodes(data=True))  # attributed all the same
+    assert {d["site"].split(".")[-1] for n, d in result.circuit.nodes(data=True) if n != "metric"} == {"transcoder"}
+    assert load_circuit(out / "circuit.json").graph["evaluation"]["ablate_embed"] is False
+    # Ablating the embedding too is a different (lower) reference point and gives other numbers.
+    ablated = evaluate_saved(out / "circuit.json", "ioi", n_eval=8, device="cpu", ablate_embed=True)
+    assert ablated.evaluation.m_empty != pytest.approx(result.evaluation.m_empty, abs=1e-6)
 
 
 def test_the_summary_has_the_documented_fields(run):

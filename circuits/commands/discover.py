@@ -19,8 +19,9 @@ def register(sub) -> None:
     d.add_argument("--schema", default=None, help="schema CSV of a JSONL task file")
     d.add_argument("--model", default="toy", help="'toy' (default), a saved toy-model folder, or a HuggingFace name")
     d.add_argument("--dictionaries", default=None, help="dictionary set: a folder, 'neurons', or release:NAME (default: the toy model's shipped set)")
-    d.add_argument("--composition", choices=("sae", "mixed", "transcoders"), default="sae",
-                   help="SAEs on embed/attn/mlp/resid (default), transcoders in place of the MLP SAEs, or transcoders only")
+    d.add_argument("--composition", choices=("transcoders", "sae", "mixed"), default="transcoders",
+                   help="transcoders on the MLPs with attention left in the edges (default, as circuit-tracer), SAEs on "
+                   "embed/attn/mlp/resid (Sparse Feature Circuits), or transcoders in place of the MLP SAEs")
     d.add_argument("--method", choices=("ig", "atp"), default="ig", help="integrated gradients (default) or attribution patching")
     d.add_argument("--steps", type=int, default=5, help="integrated-gradient steps (default 5, the EAP-IG convention)")
     d.add_argument("--positions", choices=("token", "schema", "agnostic"), default="agnostic",
@@ -36,7 +37,9 @@ def register(sub) -> None:
                    help="how nodes outside the circuit are ablated: the mean over counterfactual prompts per position or span "
                    "(default), each example's own counterfactual, or zero")
     d.add_argument("--keep-errors", action="store_true", help="never ablate error nodes")
-    d.add_argument("--keep-embed", action="store_true", help="never ablate the embedding (Sparse Feature Circuits' convention)")
+    d.add_argument("--keep-embed", action=argparse.BooleanOptionalAction, default=True,
+                   help="never ablate the embedding, and choose the circuit among the other nodes (default, Sparse Feature "
+                   "Circuits' convention); --no-keep-embed ablates it like any other site")
     d.add_argument("--examples", type=int, default=128, help="attribution examples (default 128; edges are scored on the first 64)")
     d.add_argument("--eval-examples", type=int, default=64, help="held-out evaluation examples")
     d.add_argument("--seed", type=int, default=0, help="attribution seed; evaluation uses seed + 1")
@@ -60,8 +63,10 @@ def register(sub) -> None:
     e.add_argument("--model", default=None, help="default: the model recorded in the circuit")
     e.add_argument("--dictionaries", default=None, help="default: the dictionaries recorded in the circuit")
     e.add_argument("--ablation", choices=("mean", "patch", "zero"), default="mean")
-    e.add_argument("--keep-errors", action="store_true", help="never ablate error nodes")
-    e.add_argument("--keep-embed", action="store_true", help="never ablate the embedding")
+    e.add_argument("--keep-errors", action=argparse.BooleanOptionalAction, default=None,
+                   help="never ablate error nodes (default: as the run that made the circuit)")
+    e.add_argument("--keep-embed", action=argparse.BooleanOptionalAction, default=None,
+                   help="never ablate the embedding (default: as the run that made the circuit)")
     e.add_argument("--eval-examples", type=int, default=64)
     e.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's held-out seed)")
     e.add_argument("--no-edges", action="store_true", help="skip edge-level evaluation")
@@ -123,7 +128,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     _threads(args.threads)
     res = evaluate_saved(
         args.circuit, args.task, model=args.model, dictionaries=args.dictionaries, ablation=args.ablation,
-        ablate_errors=not args.keep_errors, ablate_embed=not args.keep_embed, edges=not args.no_edges,
+        ablate_errors=None if args.keep_errors is None else not args.keep_errors,
+        ablate_embed=None if args.keep_embed is None else not args.keep_embed, edges=not args.no_edges,
         n_eval=args.eval_examples, seed=args.seed, schema=args.schema, device=args.device,
     )
     s = res.summary()
