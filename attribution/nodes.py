@@ -71,7 +71,7 @@ class NodeEffects:
         return list(self.features)
 
     def total(self) -> float:
-        """Sum of all node effects of one site kind... of every node, averaged over examples."""
+        """Sum of the effects of every node (features and errors of all sites), averaged over examples."""
         s = sum(float(f.sum()) for f in self.features.values()) + sum(float(e.sum()) for e in self.errors.values())
         return s / self.valid.shape[0]
 
