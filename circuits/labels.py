@@ -345,7 +345,9 @@ def describe(contexts: Sequence[Mapping[str, Any]], min_share: float = 0.5) -> s
     """A few words saying what a feature's top contexts have in common.
 
     Each context's last token is the token of the maximum. In order: the one token at the maximum
-    in more than ``min_share`` of the contexts (``'Mary'``); else a word class of the toy language
+    in more than ``min_share`` of the contexts (``'Mary'``), prefixed, when that token is punctuation or
+    a function word, by a content word that occurs earlier in the window of more than ``min_share`` of
+    the contexts (``'Ben'→'.'``: the feature reads a name from context at the full stop); else a word class of the toy language
     covering that share (``names``, ``places``, ``objects``, ``singular nouns``, ``plural nouns``,
     ``singular verbs``, ``plural verbs``, ``numbers``, ``prepositions``, ``adjectives``, ``nouns``,
     ``verbs``); else the token (or class) just before the maximum (``after 'the'``,
@@ -359,6 +361,13 @@ def describe(contexts: Sequence[Mapping[str, Any]], min_share: float = 0.5) -> s
     at_max = [_word(c["tokens"][-1]) for c in used]
     token, count = Counter(at_max).most_common(1)[0]
     if count / n > min_share:
+        if _is_content(token):
+            return f"'{token}'"
+        earlier = Counter(w for c in used for w in {_word(t) for t in c["tokens"][:-1]} if _is_content(w))
+        if earlier:
+            word, seen = earlier.most_common(1)[0]
+            if seen / n > min_share:
+                return f"'{word}'→'{token}'"
         return f"'{token}'"
     cls = _dominant_class(at_max, n, min_share)
     if cls is not None:
@@ -372,6 +381,17 @@ def describe(contexts: Sequence[Mapping[str, Any]], min_share: float = 0.5) -> s
         if prev_cls is not None:
             return f"after {prev_cls}"
     return f"'{token}' {round(100 * count / n)}%"
+
+
+FUNCTION_WORDS = frozenset(
+    "a an the and or but to of in on at by for from with as that this it its is are was were be been has have had "
+    "do does did then than so if when while after before there here he she they we you i".split()
+)
+
+
+def _is_content(word: str) -> bool:
+    """A word that says something: alphanumeric and not a function word (punctuation and markers are not)."""
+    return word.isalnum() and word.lower() not in FUNCTION_WORDS
 
 
 def _word(token: str) -> str:

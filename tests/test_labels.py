@@ -221,6 +221,11 @@ def ctx(*tokens: str, act: float = 1.0) -> dict:
         ([ctx("x", "the", ","), ctx("the", "."), ctx("y", "the", "and"), ctx("the", "to")], "after 'the'"),
         ([ctx("Mary", ","), ctx("John", "."), ctx("Anna", "and"), ctx("to", "to")], "after names"),
         ([ctx("a", "to"), ctx("b", "to"), ctx("c", "."), ctx("d", ","), ctx("e", "and")], "'to' 40%"),
+        # a context word shared by most contexts names what a feature at punctuation reads
+        ([ctx("Ben", "and", "Lisa", "."), ctx("Anna", "gave", "Ben", ","), ctx("Ben", "saw", "the", "."), ctx("the", ".")],
+         "'Ben'→'.'"),
+        ([ctx("the", "cat", "."), ctx("a", "dog", "."), ctx("the", "park", ".")], "'.'"),  # no shared word
+        ([ctx("the", "."), ctx("the", "."), ctx("and", ".")], "'.'"),  # function words do not count
         ([], "inactive"),
         ([ctx("a", "Mary", act=0.0)], "inactive"),
     ],
