@@ -33,6 +33,17 @@ def test_tasks_list_names_every_built_in_task(capsys: pytest.CaptureFixture[str]
     assert listed == ["greater-than", "ioi", "ioi-baba", "sva-across-rc", "sva-pp", "sva-simple", "sva-within-rc"]
 
 
+def test_validate_attribution_prints_json_that_agrees_with_patching(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["validate-attribution", "sva-simple", "-n", "2", "--edges", "24", "--steps", "4", "--json", "--device", "cpu"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)  # stdout holds the JSON and nothing else
+    for key in ("ig_spearman", "atp_spearman", "ig_spearman_top100", "edge_spearman", "atp_edge_spearman"):
+        assert -1.0 <= result[key] <= 1.0
+    assert result["n_edges"] >= 10 and result["n_nodes"] > 100
+    # First-order attribution is the derivative of exact patching: on small nodes it must rank them alike.
+    assert result["atp_spearman"] > 0.8
+
+
 def test_toy_eval_json(toy, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["toy", "eval", "--json", "--tasks", "ioi", "sva-pp", "-n", "32", "--device", "cpu"]) == 0
     results = json.loads(capsys.readouterr().out)

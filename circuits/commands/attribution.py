@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 
 from circuits.commands import add_model_options, add_output_options
@@ -10,8 +12,9 @@ from circuits.commands import add_model_options, add_output_options
 
 def add_dictionary_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dictionaries", default=None, help="dictionary set: a folder, 'neurons', or release:NAME (default: the shipped toy set)")
-    p.add_argument("--composition", default="sae", choices=["sae", "mixed", "transcoders"],
-                   help="SAEs on every sublayer, transcoders in place of MLP SAEs, or transcoders only")
+    p.add_argument("--composition", default="transcoders", choices=["transcoders", "sae", "mixed"],
+                   help="transcoders on the MLPs (default, as `circuits discover`), SAEs on every sublayer, or "
+                   "transcoders in place of the MLP SAEs")
 
 
 def register(sub) -> None:
@@ -44,7 +47,8 @@ def _validate(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, device=args.device)
     rm = load_replacement(loaded, args.dictionaries, args.composition)
     if not args.float32:
-        rm.model.to(torch.float64)
+        with contextlib.redirect_stdout(io.StringIO()):  # the model's dtype change prints a notice
+            rm.model.to(torch.float64)
         for d in rm.dictionaries.values():
             d.to(torch.float64)
     task = resolve_task(args.task, loaded.tokenizer, n=args.examples, seed=args.seed, schema=args.schema)
@@ -53,6 +57,7 @@ def _validate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     nodes = validate_nodes(rm, inputs, steps=args.steps, ig_modes=("inputs", "per-site"))
     edge_rho, n_edges = validate_edges(rm, inputs, n_edges=args.edges, steps=args.steps, seed=args.seed)
+    atp_edge_rho, _ = validate_edges(rm, inputs, n_edges=args.edges, steps=args.steps, seed=args.seed, method="atp")
     result = {
         "task": task.name,
         "ig_spearman": nodes.ig_spearman,
@@ -60,6 +65,7 @@ def _validate(args: argparse.Namespace) -> int:
         "ig_spearman_top100": nodes.ig_spearman_top100,
         "atp_spearman_top100": nodes.atp_spearman_top100,
         "edge_spearman": edge_rho,
+        "atp_edge_spearman": atp_edge_rho,
         "ig_mode": "inputs",
         "n_nodes": nodes.n_nodes,
         "n_edges": n_edges,
