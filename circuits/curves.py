@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from circuits.errors import CircuitError
-from circuits.graph import read_json, write_json_atomic
+from circuits.graph import AGNOSTIC, METRIC, parse_node_id, read_json, write_json_atomic
 
 SCHEMA_VERSION = 1
 MIB_FRACTIONS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -259,3 +259,28 @@ def edges_needed(curve: Curve, level: float) -> int | None:
     """The smallest size in edges whose faithfulness is at least ``level``; None if no point reaches it."""
     sizes = [s for s, f in zip(curve.sizes_edges, curve.faithfulness) if f >= level]
     return min(sizes) if sizes else None
+
+
+def span_footprint(nodes: Sequence[str], positional: Any) -> int:
+    """How many nodes of a positional (token- or span-level) graph a set of nodes stands for.
+
+    A position-agnostic node ``site/*/i`` keeps feature ``i`` live at every position, so it counts as
+    all the nodes ``site/p/i`` of ``positional`` (a networkx graph of the same task, attributed per
+    span or token; only positions where the feature has an effect are nodes there); a positional node
+    counts once. This puts agnostic and position-aware circuits on one scale, as position-aware EAP
+    compares them: an agnostic circuit of k nodes is as large as the k' span nodes it keeps live.
+    """
+    by_feature: dict[tuple[str, Any], int] = {}
+    for node in positional:
+        if node == METRIC:
+            continue
+        site, _, index = parse_node_id(str(node))
+        by_feature[(site, index)] = by_feature.get((site, index), 0) + 1
+    total = 0
+    for node in nodes:
+        site, position, index = parse_node_id(str(node))
+        if node == METRIC:
+            continue
+        total += by_feature.get((site, index), 0) if position == AGNOSTIC else 1
+    return total
+

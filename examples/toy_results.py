@@ -9,7 +9,10 @@ position-aware EAP report:
 
 (a) features (the dictionary set), schema spans as positions;
 (b) features, position-agnostic (scores summed over positions);
-(c) neurons (identity dictionaries), schema spans.
+(c) neurons (identity dictionaries), schema spans;
+
+and (b) measured in span nodes: each agnostic feature counted once per schema span where it has an
+effect, the number of nodes a position-aware graph needs to keep the same activations live.
 
 Usage::
 
@@ -29,6 +32,7 @@ import torch
 
 from circuits.attribute import attribution_inputs
 from circuits.build import attribute_graph
+from circuits.curves import span_footprint
 from circuits.evaluate import Evaluator, ranked_nodes, smallest_faithful
 from circuits.pipeline import DiscoverConfig, circuit_candidates, load_data, load_setup
 
@@ -63,7 +67,19 @@ def nodes_needed(
     all_nodes = ranked_nodes(graph)
     full = evaluator.evaluate_nodes(all_nodes, completeness=False).faithfulness
     return {"needed": needed, "graph_nodes": len(all_nodes), "graph_faithfulness": full,
-            "m_model": evaluator.m_model, "m_empty": evaluator.m_empty}
+            "m_model": evaluator.m_model, "m_empty": evaluator.m_empty, "_ranked": all_nodes, "_graph": graph}
+
+
+def agnostic_footprint(results: dict[str, dict]) -> dict[str, int | None] | None:
+    """The span-level size of the agnostic circuits: each agnostic feature counts once per span where the
+    schema graph gives it an effect (:func:`circuits.curves.span_footprint`)."""
+    agnostic, schema = results.get("features, agnostic"), results.get("features, schema")
+    if agnostic is None or schema is None:
+        return None
+    return {
+        level: None if k is None else span_footprint(agnostic["_ranked"][:k], schema["_graph"])
+        for level, k in agnostic["needed"].items()
+    }
 
 
 def main() -> None:
@@ -90,12 +106,20 @@ def main() -> None:
             results[task][name] = nodes_needed(task, dictionaries, positions, args.ablation, args.examples, args.eval_examples,
                                                args.composition, args.keep_embed)
             print(f"  {task:<14} {name:<20} {results[task][name]['needed']}", flush=True)
+        footprint = agnostic_footprint(results[task])
+        if footprint is not None:
+            results[task]["features, agnostic, span footprint"] = {"needed": footprint}
+            print(f"  {task:<14} {'agnostic, in spans':<20} {footprint}", flush=True)
+        for r in results[task].values():
+            r.pop("_ranked", None)
+            r.pop("_graph", None)
 
     print(f"\nNodes needed for faithfulness 0.5 / 0.8 / 0.9 ({args.composition}, {args.ablation} ablation"
           f"{', embedding kept' if args.keep_embed else ''}, {args.examples} attribution "
           f"and {args.eval_examples} held-out examples; - : not reached by the whole graph)\n")
-    print("| task | " + " | ".join(SETTINGS) + " |")
-    print("|---|" + "---|" * len(SETTINGS))
+    columns = list(next(iter(results.values()))) if results else list(SETTINGS)
+    print("| task | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
     for task, by_setting in results.items():
         cells = []
         for r in by_setting.values():

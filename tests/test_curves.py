@@ -20,6 +20,7 @@ from circuits.curves import (
     fraction_sizes,
     nodes_needed,
     size_grid,
+    span_footprint,
 )
 from circuits.errors import CircuitError
 
@@ -228,3 +229,16 @@ def test_curve_refuses_unwritable_metadata(tmp_path):
     with pytest.raises(CircuitError, match="not JSON"):
         curve.to_json(tmp_path / "curve.json")
     assert os.listdir(tmp_path) == []
+
+
+def test_span_footprint_counts_an_agnostic_node_at_every_span_where_it_acts():
+    import networkx as nx
+
+    schema = nx.DiGraph()
+    schema.add_nodes_from(["L0.mlp/IO/3", "L0.mlp/S1/3", "L0.mlp/end/3", "L0.mlp/end/4", "L1.attn/end/3", "metric"])
+    # feature 3 of L0.mlp acts at three spans; the same index at another site is another feature
+    assert span_footprint(["L0.mlp/*/3"], schema) == 3
+    assert span_footprint(["L0.mlp/*/3", "L0.mlp/*/4", "L1.attn/*/3"], schema) == 5
+    assert span_footprint(["L0.mlp/end/3", "L0.mlp/IO/3"], schema) == 2  # span nodes count once each
+    assert span_footprint(["L0.mlp/*/9"], schema) == 0  # no effect at any span
+    assert span_footprint(["L0.mlp/*/err"], schema) == 0
