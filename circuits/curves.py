@@ -278,9 +278,9 @@ def span_footprint(nodes: Sequence[str], positional: Any) -> int:
         by_feature[(site, index)] = by_feature.get((site, index), 0) + 1
     total = 0
     for node in nodes:
-        site, position, index = parse_node_id(str(node))
         if node == METRIC:
             continue
+        site, position, index = parse_node_id(str(node))
         total += by_feature.get((site, index), 0) if position == AGNOSTIC else 1
     return total
 

@@ -17,11 +17,9 @@ CHROMIUM = next(
 )
 
 
-def browse(url: str, tmp_path: Path, name: str) -> tuple[Path, list[str]]:
-    """Screenshot ``url`` in headless Chromium; return the PNG and the http(s) URLs the page
-    itself requested (requests made by the browser for its own services are left out)."""
-    shot, netlog = tmp_path / f"{name}.png", tmp_path / f"{name}-net.json"
-    cmd = [
+def _command(profile: Path, *args: str) -> list[str]:
+    """Headless Chromium with no background traffic, a fresh profile and ``args``."""
+    return [
         CHROMIUM,
         "--headless",
         "--no-sandbox",
@@ -31,14 +29,24 @@ def browse(url: str, tmp_path: Path, name: str) -> tuple[Path, list[str]]:
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        f"--user-data-dir={tmp_path / (name + '-profile')}",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
+
+
+def browse(url: str, tmp_path: Path, name: str) -> tuple[Path, list[str]]:
+    """Screenshot ``url`` in headless Chromium; return the PNG and the http(s) URLs the page
+    itself requested (requests made by the browser for its own services are left out)."""
+    shot, netlog = tmp_path / f"{name}.png", tmp_path / f"{name}-net.json"
+    cmd = _command(
+        tmp_path / (name + "-profile"),
         "--hide-scrollbars",
         "--host-resolver-rules=MAP * ~NOTFOUND",
         f"--log-net-log={netlog}",
         f"--screenshot={shot}",
         "--window-size=1200,900",
         url,
-    ]
+    )
     subprocess.run(cmd, capture_output=True, timeout=60, check=False)
     assert shot.exists(), "Chromium wrote no screenshot"
     log = json.loads(netlog.read_text(encoding="utf-8"))
@@ -52,3 +60,9 @@ def browse(url: str, tmp_path: Path, name: str) -> tuple[Path, list[str]]:
         != "not an origin"  # browser-internal services
     ]
     return shot, [u for u in page_urls if u.startswith(("http:", "https:"))]
+
+
+def dump_dom(url: str, profile: Path) -> str:
+    """The DOM of ``url`` after its scripts ran, as headless Chromium serialises it."""
+    cmd = _command(profile, "--dump-dom", url)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False).stdout

@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import shutil
-import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 import viz
 from viz import diagram, export, plots, report
 
-from _browser import CHROMIUM, browse
+from _browser import CHROMIUM, browse, dump_dom
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 HAS_DOT = shutil.which("dot") is not None
@@ -578,26 +577,7 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
     probed.write_text(
         path.read_text(encoding="utf-8").replace("</body>", probe), encoding="utf-8"
     )
-    dom = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'probe-profile'}",
-            "--dump-dom",
-            probed.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    ).stdout
+    dom = dump_dom(probed.as_uri(), tmp_path / "probe-profile")
     found = re.search(r'data-probe="([^"]*)"', dom)
     assert found, "the report's script did not run"
     result = json.loads(html.unescape(found.group(1)))
