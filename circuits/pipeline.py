@@ -419,7 +419,7 @@ def diagram_view(circuit: nx.DiGraph, max_nodes: int = DIAGRAM_NODES, max_edges:
             effect=float(sum(float(circuit.nodes[u].get("effect", 0.0)) for u in members)),
             **{k: first[k] for k in ("site", "layer", "sublayer", "position") if k in first},
         )
-    left_out = n - (count_nodes(view) - len(cells))
+    left_out = sum(len(members) for members in cells.values())
     grouped = f"; the other {left_out} grouped as +N" if left_out else ""
     return view, f" (drawn: {n - left_out} of {n} nodes, {view.number_of_edges()} of {m} edges{grouped})"
 
@@ -448,16 +448,17 @@ def write_outputs(
     files: dict[str, Path] = {"circuit.json": save_circuit(circuit, out / "circuit.json")}
     curve = curves.to_curve()
     files["curve.json"] = curve.to_json(out / "curve.json")
+    curve_data = curve.to_dict()
     view, note = diagram_view(circuit)
     written = render(view, out / "circuit", formats=("svg",), title=(title or "") + note or None)
     files.update({f"circuit.{k}": v for k, v in written.items()})
-    files["curve.png"] = plot_curve(curve.to_dict(), out / "curve.png", title=title)
+    files["curve.png"] = plot_curve(curve_data, out / "curve.png", title=title)
     svg = files["circuit.svg"].read_text(encoding="utf-8") if "circuit.svg" in files else None
     if contexts:
         shown = set(ranked_nodes(circuit)[:REPORT_CONTEXT_NODES])
         contexts = {k: v for k, v in contexts.items() if k in shown}
     files["report.html"] = write_report(
-        out / "report.html", graph=circuit, curve=curve.to_dict(), title=title or "Circuit report",
+        out / "report.html", graph=circuit, curve=curve_data, title=title or "Circuit report",
         metadata=metadata, diagram_svg=svg, contexts=contexts,
     )
     return files

@@ -28,6 +28,7 @@ import argparse
 import json
 import time
 
+import networkx as nx
 import torch
 
 from circuits.attribute import attribution_inputs
@@ -48,8 +49,10 @@ SETTINGS = {
 def nodes_needed(
     task: str, dictionaries: str | None, positions: str, ablation: str, n: int, n_eval: int,
     composition: str = "transcoders", keep_embed: bool = True,
-) -> dict:
-    """Attribute ``task`` and find the smallest top-k node set reaching each faithfulness level (held out)."""
+) -> tuple[dict, list[str], nx.DiGraph]:
+    """Attribute ``task`` and find the smallest top-k node set reaching each faithfulness level (held out).
+
+    Returns the summary, the graph's nodes ranked by |effect| and the graph itself."""
     config = DiscoverConfig(task=task, dictionaries=dictionaries, positions=positions, ablation=ablation,
                             composition=composition, ablate_embed=not keep_embed,
                             n_attribution=n, n_eval=n_eval, max_targets=0, device="cpu")
@@ -66,20 +69,9 @@ def nodes_needed(
         needed[str(level)] = found.n_nodes if found.reached else None
     all_nodes = ranked_nodes(graph)
     full = evaluator.evaluate_nodes(all_nodes, completeness=False).faithfulness
-    return {"needed": needed, "graph_nodes": len(all_nodes), "graph_faithfulness": full,
-            "m_model": evaluator.m_model, "m_empty": evaluator.m_empty, "_ranked": all_nodes, "_graph": graph}
-
-
-def agnostic_footprint(results: dict[str, dict]) -> dict[str, int | None] | None:
-    """The span-level size of the agnostic circuits: each agnostic feature counts once per span where the
-    schema graph gives it an effect (:func:`circuits.curves.span_footprint`)."""
-    agnostic, schema = results.get("features, agnostic"), results.get("features, schema")
-    if agnostic is None or schema is None:
-        return None
-    return {
-        level: None if k is None else span_footprint(agnostic["_ranked"][:k], schema["_graph"])
-        for level, k in agnostic["needed"].items()
-    }
+    summary = {"needed": needed, "graph_nodes": len(all_nodes), "graph_faithfulness": full,
+               "m_model": evaluator.m_model, "m_empty": evaluator.m_empty}
+    return summary, all_nodes, graph
 
 
 def main() -> None:
@@ -101,18 +93,24 @@ def main() -> None:
     start = time.perf_counter()
     for task in args.tasks:
         results[task] = {}
+        graphs: dict[str, tuple[list[str], nx.DiGraph]] = {}
         for name, (source, positions) in SETTINGS.items():
             dictionaries = "neurons" if source == "neurons" else args.dictionaries
-            results[task][name] = nodes_needed(task, dictionaries, positions, args.ablation, args.examples, args.eval_examples,
-                                               args.composition, args.keep_embed)
+            summary, ranked, graph = nodes_needed(
+                task, dictionaries, positions, args.ablation, args.examples, args.eval_examples,
+                args.composition, args.keep_embed,
+            )
+            results[task][name], graphs[name] = summary, (ranked, graph)
             print(f"  {task:<14} {name:<20} {results[task][name]['needed']}", flush=True)
-        footprint = agnostic_footprint(results[task])
-        if footprint is not None:
-            results[task]["features, agnostic, span footprint"] = {"needed": footprint}
-            print(f"  {task:<14} {'agnostic, in spans':<20} {footprint}", flush=True)
-        for r in results[task].values():
-            r.pop("_ranked", None)
-            r.pop("_graph", None)
+        # The agnostic circuits in span nodes: each agnostic feature once per span where the schema
+        # graph gives it an effect (circuits.curves.span_footprint).
+        ranked, schema_graph = graphs["features, agnostic"][0], graphs["features, schema"][1]
+        footprint = {
+            level: None if k is None else span_footprint(ranked[:k], schema_graph)
+            for level, k in results[task]["features, agnostic"]["needed"].items()
+        }
+        results[task]["features, agnostic, span footprint"] = {"needed": footprint}
+        print(f"  {task:<14} {'agnostic, in spans':<20} {footprint}", flush=True)
 
     print(f"\nNodes needed for faithfulness 0.5 / 0.8 / 0.9 ({args.composition}, {args.ablation} ablation"
           f"{', embedding kept' if args.keep_embed else ''}, {args.examples} attribution "
