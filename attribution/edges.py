@@ -15,6 +15,12 @@ Rows are batched: one backward pass computes the edges into many downstream node
 (``torch.autograd.grad`` with ``is_grads_batched``), the way circuit-tracer batches adjacency rows.
 Scores are aggregated on the fly over examples (mean) and over positions of the same group
 (token, schema span, or everything), so memory holds only aggregated rows.
+
+Two shortcuts keep rows cheap without changing a number: a row is differentiated back to the
+upstream site *outputs* (model width), and contracted only with the features that actually
+change at each position (a few per position, not ``d_sae``); and a feature row of a ReLU / TopK /
+JumpReLU dictionary starts at the site input with the feature's encoder column instead of a
+backward pass through the whole encoder.
 """
 
 from __future__ import annotations
@@ -71,6 +77,59 @@ class EdgeEffects:
         return out
 
 
+def _encoder_columns(d, x_in: torch.Tensor, f: torch.Tensor) -> bool:
+    """Whether ``f = mask * (x_in W_enc + b_enc)`` with ``mask = (f != 0)`` (ReLU, TopK, JumpReLU, identity).
+
+    Then the derivative of feature ``i`` with respect to the site input is ``W_enc[:, i]`` where it
+    is active and zero elsewhere, and a row needs one column of ``W_enc`` instead of a backward pass
+    through the whole encoder. Checked on the values at hand: gated or normalising encoders fail
+    the check and take the autograd path.
+    """
+    if getattr(d.cfg, "normalize_activations", "none") not in (None, "none"):
+        return False
+    W, b = getattr(d, "W_enc", None), getattr(d, "b_enc", None)
+    if not isinstance(W, torch.Tensor) or not isinstance(b, torch.Tensor) or tuple(W.shape) != (x_in.shape[-1], f.shape[-1]):
+        return False
+    with torch.no_grad():
+        pre = d.process_sae_in(x_in.detach()) @ W + b
+        gated = torch.where(f != 0, pre, torch.zeros_like(pre))
+        return bool((gated - f.detach()).abs().max() <= 1e-4 * (1.0 + float(f.detach().abs().max())))
+
+
+class _Contraction:
+    """Edge effects of one upstream site from metric gradients at its output, without d_sae-wide tensors.
+
+    An upstream feature changes only where clean and target differ, a few features per (example,
+    position); the edge from feature ``i`` is ``(G[b, p] . W_dec[i]) * df[b, p, i]``, computed for
+    those features alone and summed into position groups (mean over examples).
+    """
+
+    def __init__(self, W_dec: torch.Tensor, df: torch.Tensor, de: torch.Tensor, positions: PositionMap, scale: float):
+        b, t, d_sae = df.shape
+        self.d_sae, self.n_groups = d_sae, positions.n_positions
+        group = positions.group.to(df.device)
+        valid = group >= 0
+        moved = (df != 0) & valid[..., None]
+        k = max(1, int(moved.sum(-1).max()))
+        idx = torch.topk(moved.to(torch.float32), k, dim=-1).indices  # [b, t, k]: moved features first
+        self.val = df.gather(-1, idx) * moved.gather(-1, idx).to(df.dtype) * (scale / b)
+        self.flat = (group.clamp(min=0)[..., None] * d_sae + idx).flatten()
+        self.W = W_dec.to(df.dtype)[idx]  # [b, t, k, d]
+        self.de = de * (scale / b)
+        self.valid = valid
+        self.group = group[valid]
+
+    def __call__(self, G: torch.Tensor | None, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``G`` [rows, batch, pos, d] (or None: no path) -> features [rows, groups, d_sae], errors [rows, groups]."""
+        f = torch.zeros(rows, self.n_groups * self.d_sae, device=self.val.device, dtype=self.val.dtype)
+        e = torch.zeros(rows, self.n_groups, device=self.val.device, dtype=self.val.dtype)
+        if G is not None:
+            proj = torch.einsum("rbtd,btkd->rbtk", G.to(self.W.dtype), self.W) * self.val
+            f.index_add_(1, self.flat, proj.reshape(rows, -1))
+            e.index_add_(1, self.group, torch.einsum("rbtd,btd->rbt", G.to(self.de.dtype), self.de)[:, self.valid])
+        return f.view(rows, self.n_groups, self.d_sae), e
+
+
 def edge_effects(
     rm: ReplacementModel,
     inputs: AttributionInputs,
@@ -80,14 +139,17 @@ def edge_effects(
     rows_per_pass: int = 64,
     progress: bool = False,
     jacobian_steps: int = 1,
+    encoder_shortcut: bool = True,
 ) -> EdgeEffects:
     """Edges from every upstream node into each of ``targets``, and every node's direct edge into the metric.
 
     ``nodes`` supplies the downstream gradients (IG-averaged when computed with ``ig``) and the
     upstream changes; ``positions`` the aggregation (token, span or agnostic). With
     ``jacobian_steps`` > 1 the direct derivative is averaged over that many points of the
-    clean -> counterfactual input path (midpoints) instead of taken at the clean input alone,
-    which follows downstream features that the change pushes across their threshold.
+    clean -> counterfactual input path (midpoints) instead of taken at the clean input alone.
+    ``encoder_shortcut``: start a feature row at the target site's input with its encoder column
+    where the encoder allows it (:func:`_encoder_columns`; the same numbers, much less work);
+    ``False`` always differentiates through the encoder.
     """
     if jacobian_steps < 1:
         raise AttributionError(f"jacobian_steps must be at least 1, got {jacobian_steps}")
@@ -105,13 +167,9 @@ def edge_effects(
         by_site.setdefault(t.site, []).append(t)
     incoming: dict[Target, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {t: {} for t in targets}
     to_metric: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def contract(name: str, gf: torch.Tensor | None, ge: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Turn gradients at one upstream site's leaves into aggregated edge effects (one step's share)."""
-        v = values[name]
-        f_eff = gf * v.df if gf is not None else torch.zeros_like(v.df)
-        e_eff = (ge * v.de).sum(-1) if ge is not None else torch.zeros(v.de.shape[:-1], device=v.de.device, dtype=v.de.dtype)
-        return positions.aggregate(f_eff) / jacobian_steps, positions.aggregate(e_eff) / jacobian_steps
+    contractions = {
+        n: _Contraction(rm.dictionaries[n].W_dec, v.df, v.de, positions, 1.0 / jacobian_steps) for n, v in values.items()
+    }
 
     def add(store: dict, name: str, pair: tuple[torch.Tensor, torch.Tensor]) -> None:
         if name in store:
@@ -126,51 +184,63 @@ def edge_effects(
         hooks_per_step = [
             [(EMBED_HOOK, lambda x, hook, v=x0 + a * (x1 - x0): v)] for a in _alphas(jacobian_steps)
         ]
+    group = positions.group.to(inputs.clean.device)
     bar = tqdm(total=len(targets) * len(hooks_per_step), desc="edge attribution", disable=not progress, leave=False)
     for hooks in hooks_per_step:
+        # Leaf mode: each site output is rebuilt from detached leaves, so the gradient at an upstream
+        # site's output follows only the direct paths that cross no other site.
         run = rm.run(inputs.clean, leaf=True, pre_hooks=hooks)
         counter.forward += 1
         recs = run.records
-        leaves = {n: (r.leaf_features, r.leaf_error) for n, r in recs.items()}
-        names = list(leaves)
-        # Direct edges into the metric: one backward of the metric in leaf mode.
+        names = list(recs)
+        outputs = [recs[n].output for n in names]
+        # Direct edges into the metric: one backward of the metric.
         m = inputs.metric(run.logits, inputs.index()).sum()
-        flat = [t for n in names for t in leaves[n]]
-        grads = torch.autograd.grad(m, flat, retain_graph=True, allow_unused=True)
+        grads = torch.autograd.grad(m, outputs, retain_graph=True, allow_unused=True)
         counter.backward += 1
-        for i, n in enumerate(names):
-            add(to_metric, n, contract(n, grads[2 * i], grads[2 * i + 1]))
+        for n, g in zip(names, grads):
+            f, e = contractions[n](None if g is None else g[None], 1)
+            add(to_metric, n, (f[0], e[0]))
         for site, tgts in by_site.items():
             upstream = [n for n in names if site_order[n] < site_order[site]]
             if not upstream:
                 bar.update(len(tgts))
                 continue
-            up_flat = [t for n in upstream for t in leaves[n]]
-            live_f, live_e = recs[site].features, recs[site].error
+            up_out = [recs[n].output for n in upstream]
+            rec, d = recs[site], rm.dictionaries[site]
             g = nodes.grads[site]  # [batch, pos, d_out]
-            g_f = g @ rm.dictionaries[site].W_dec.T.to(g.dtype)  # [batch, pos, d_sae]
-            group = positions.group.to(g.device)  # [batch, pos]
-            for i in range(0, len(tgts), rows_per_pass):
-                chunk = tgts[i : i + rows_per_pass]
-                k = len(chunk)
-                cot_f = torch.zeros(k, *live_f.shape, device=g.device, dtype=live_f.dtype)
-                cot_e = torch.zeros(k, *live_e.shape, device=g.device, dtype=live_e.dtype)
-                for j, t in enumerate(chunk):
-                    sel = (group == t.position) & valid
-                    if t.index == ERROR:
-                        cot_e[j][sel] = g[sel]
+            W_dec = d.W_dec.to(g.dtype)
+            shortcut = encoder_shortcut and _encoder_columns(d, rec.x_in, rec.features)
+            # feature rows and error rows start from different tensors; each kind is batched on its own
+            kinds = [[t for t in tgts if t.index != ERROR], [t for t in tgts if t.index == ERROR]]
+            for kind, rows in zip(("feature", "error"), kinds):
+                for i in range(0, len(rows), rows_per_pass):
+                    chunk = rows[i : i + rows_per_pass]
+                    k = len(chunk)
+                    sel = torch.stack([(group == t.position) & valid for t in chunk]).to(g.dtype)  # [k, batch, pos]
+                    if kind == "error":
+                        start, cot = rec.error, sel[..., None] * g
                     else:
-                        cot_f[j][sel, t.index] = g_f[sel][:, t.index]
-                outs = torch.autograd.grad(
-                    [live_f, live_e], up_flat, grad_outputs=[cot_f, cot_e],
-                    retain_graph=True, allow_unused=True, is_grads_batched=True,
-                )
-                counter.backward += 1
-                for j, t in enumerate(chunk):
-                    for u, n in enumerate(upstream):
-                        gf, ge = outs[2 * u], outs[2 * u + 1]
-                        add(incoming[t], n, contract(n, None if gf is None else gf[j], None if ge is None else ge[j]))
-                bar.update(k)
-        del run, recs, leaves
+                        idx = torch.tensor([t.index for t in chunk], device=g.device)
+                        coef = sel * torch.einsum("btd,kd->kbt", g, W_dec[idx])  # downstream gradient of each feature
+                        if shortcut:
+                            active = rec.features.detach()[..., idx].permute(2, 0, 1) != 0
+                            W_enc = d.W_enc.to(g.dtype)[:, idx].T  # [k, d_in]
+                            start, cot = rec.x_in, (coef * active)[..., None] * W_enc[:, None, None, :]
+                        else:
+                            cot = torch.zeros(k, *rec.features.shape, device=g.device, dtype=rec.features.dtype)
+                            cot.scatter_(-1, idx.view(k, 1, 1, 1).expand(k, *rec.features.shape[:2], 1), coef[..., None])
+                            start = rec.features
+                    outs = torch.autograd.grad(
+                        [start], up_out, grad_outputs=[cot.to(start.dtype)],
+                        retain_graph=True, allow_unused=True, is_grads_batched=True,
+                    )
+                    counter.backward += 1
+                    for n, G in zip(upstream, outs):
+                        f, e = contractions[n](G, k)
+                        for j, t in enumerate(chunk):
+                            add(incoming[t], n, (f[j], e[j]))
+                    bar.update(k)
+        del run, recs, outputs
     bar.close()
     return EdgeEffects(incoming, to_metric, positions, counter)

@@ -56,11 +56,13 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=200, help="downstream nodes whose incoming edges are computed")
     ap.add_argument("--task", default="ioi")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--composition", default="transcoders", choices=["transcoders", "sae", "mixed"],
+                    help="dictionary composition (default: transcoders, as `circuits discover`)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     loaded = load_model("toy", device=args.device)
-    rm = load_replacement(loaded)
+    rm = load_replacement(loaded, composition=args.composition)
     task = make_task(args.task, loaded.tokenizer, n=args.examples)
     batch = task.batch(loaded.tokenizer.pad_id).to(loaded.device)
     inputs = attribution_inputs(batch)
@@ -97,6 +99,7 @@ def main() -> None:
         "device": str(loaded.device),
         "examples": args.examples,
         "steps": args.steps,
+        "composition": args.composition,
         "sites": len(rm.site_names),
         "node_seconds": round(t_nodes, 3),
         "edge_seconds": round(t_edges, 3),

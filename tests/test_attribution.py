@@ -153,6 +153,51 @@ def test_edges_agree_with_path_patching(rm64, ioi):
     assert rho > 0.4
 
 
+class _DoubledEncoder(torch.nn.Module):
+    """A dictionary whose features are twice its pre-activations: not ``mask * (x W_enc + b_enc)``."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.d, self.cfg, self.W_enc, self.b_enc, self.W_dec = d, d.cfg, d.W_enc, d.b_enc, d.W_dec
+
+    def process_sae_in(self, x):
+        return self.d.process_sae_in(x)
+
+    def encode(self, x):
+        return 2 * self.d.encode(x)
+
+    def decode(self, f):
+        return self.d.decode(f)
+
+
+def test_encoder_shortcut_gives_the_autograd_edges(rm64, ioi):
+    """Rows started at the site input with an encoder column equal rows differentiated through the encoder;
+    a dictionary the shortcut does not fit is detected and takes the autograd path."""
+    from attribution.edges import _encoder_columns
+
+    loaded, rm = rm64
+    odd = ReplacementModel(loaded.model, {**rm.dictionaries, "L1.mlp": _DoubledEncoder(rm.dictionaries["L1.mlp"])})
+    pm = PositionMap.tokens(ioi.clean_lengths, ioi.clean.shape[1])
+    for model, fits in ((rm, True), (odd, False)):
+        nodes = node_effects(model, ioi, method="atp")
+        run = model.run(ioi.clean, leaf=True)
+        rec = run.records["L1.mlp"]
+        assert _encoder_columns(model.dictionaries["L1.mlp"], rec.x_in, rec.features) is fits
+        targets = []
+        for site in ("L1.mlp", "L2.resid"):
+            f = pm.aggregate(nodes.features[site])
+            targets += [Target(site, p, i) for p, i in torch.nonzero(f.abs() > 0)[:20].tolist()] + [Target(site, 6, ERROR)]
+        fast = edge_effects(model, ioi, nodes, targets, pm, rows_per_pass=16)
+        slow = edge_effects(model, ioi, nodes, targets, pm, encoder_shortcut=False)
+        biggest = 0.0
+        for t in targets:
+            for site, (f, e) in slow.incoming[t].items():
+                assert torch.allclose(fast.incoming[t][site][0], f, atol=1e-12)
+                assert torch.allclose(fast.incoming[t][site][1], e, atol=1e-12)
+                biggest = max(biggest, float(f.abs().max()))
+        assert biggest > 1e-3
+
+
 def test_span_aggregation_sums_within_spans_and_averages_examples():
     group = torch.tensor([[0, 0, 1, 2, -1], [0, 1, 1, 1, 2]])
     pm = PositionMap(group, ["a", "b", "c"], "schema")
