@@ -2,6 +2,12 @@
 
 - Nodes: Spearman correlation of ``atp`` and ``ig`` node effects with ``exact`` patching, over every
   node whose value differs between clean and target, and over the 100 largest by |exact|.
+  Where clean and counterfactual prompts align token for token, each node is also patched the
+  other way (its clean value into the counterfactual run): ``exact_contexts_spearman`` says how
+  far the effect of one node depends on the context it is patched in. Integrated gradients
+  average the gradient along the whole clean -> counterfactual path, so where the two contexts
+  disagree no path estimate can match the clean-context patch alone; ``ig_spearman_two_contexts``
+  compares ``ig`` with the mean of the two exact effects.
 - Edges: for sampled edges ``u -> d`` of single examples at token level, the edge effect against
   real path patching: ``u`` is patched to its target value in ``d``'s input only (every other
   site held at its clean value, leaf mode), the resulting value of ``d`` is patched into an
@@ -43,8 +49,22 @@ class NodeValidation:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def validate_nodes(rm: ReplacementModel, inputs: AttributionInputs, steps: int = 10, ig_modes: tuple[str, ...] = ("inputs",)) -> NodeValidation:
-    """Correlations of atp and ig (each ``ig_modes``; the first is reported as ``ig``) with exact patching."""
+def _reversed(inputs: AttributionInputs) -> AttributionInputs | None:
+    """The same examples with clean and counterfactual swapped, where their tokens align one to one."""
+    if inputs.corrupted is None or inputs.corrupted.shape != inputs.clean.shape:
+        return None
+    pos = torch.arange(inputs.clean.shape[1], device=inputs.clean.device).expand_as(inputs.clean)
+    if not bool((inputs.corrupted_position == torch.where(inputs.valid, pos, -1)).all()):
+        return None
+    return AttributionInputs(inputs.corrupted, inputs.clean_lengths, inputs.metric, inputs.clean)
+
+
+def validate_nodes(
+    rm: ReplacementModel, inputs: AttributionInputs, steps: int = 10, ig_modes: tuple[str, ...] = ("inputs",), contexts: bool = True,
+) -> NodeValidation:
+    """Correlations of atp and ig (each ``ig_modes``; the first is reported as ``ig``) with exact patching.
+
+    ``contexts``: also patch every node in the counterfactual run (see the module docstring)."""
     exact = _flat(node_effects(rm, inputs, method="exact"))
     atp = _flat(node_effects(rm, inputs, method="atp"))
     igs = {mode: _flat(node_effects(rm, inputs, method="ig", steps=steps, ig_mode=mode)) for mode in ig_modes}
@@ -57,6 +77,13 @@ def validate_nodes(rm: ReplacementModel, inputs: AttributionInputs, steps: int =
         extra[f"ig_{mode}_spearman"] = _spearman(v[moved], exact[moved])
         extra[f"ig_{mode}_spearman_top100"] = _spearman(v[top], exact[top])
     ig = igs[ig_modes[0]]
+    swapped = _reversed(inputs) if contexts else None
+    if swapped is not None:
+        # moving a node from target to clean in the target run, sign-aligned with clean -> target
+        other = -_flat(node_effects(rm, swapped, method="exact"))
+        extra["exact_contexts_spearman"] = _spearman(other[moved], exact[moved])
+        extra["ig_spearman_two_contexts"] = _spearman(ig[moved], (exact + other)[moved])
+        extra["atp_spearman_two_contexts"] = _spearman(atp[moved], (exact + other)[moved])
     return NodeValidation(
         atp_spearman=_spearman(atp[moved], exact[moved]),
         ig_spearman=_spearman(ig[moved], exact[moved]),

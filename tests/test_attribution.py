@@ -86,6 +86,20 @@ def test_methods_agree_where_the_metric_is_linear_in_the_node(linear_model):
     f, e = edges.to_metric[last]
     assert torch.allclose(f, pm.aggregate(nodes.features[last]), atol=1e-8)
     assert torch.allclose(e, pm.aggregate(nodes.errors[last]), atol=1e-8)
+    # patched the other way (clean value into the counterfactual run), a node the metric is linear
+    # in has the opposite effect; a nonlinear site's node does not
+    from attribution.validate import _reversed
+
+    swapped = _reversed(inputs)
+    assert swapped is not None and torch.equal(swapped.clean, corrupted) and torch.equal(swapped.corrupted, clean)
+    back = node_effects(rm, swapped, method="exact")
+    assert torch.allclose(back.features[last], -out["exact"].features[last], atol=1e-8)
+    assert torch.allclose(back.errors[last], -out["exact"].errors[last], atol=1e-8)
+    assert not torch.allclose(back.features["L0.attn"], -out["exact"].features["L0.attn"], atol=1e-5)
+    # prompts of different lengths have no one-to-one reversal
+    shorter = AttributionInputs(clean, torch.full((4,), 7), logit_diff_metric(1, 2), corrupted[:, :6],
+                                torch.arange(7).clamp(max=5).expand(4, 7))
+    assert _reversed(shorter) is None
 
 
 def test_attribution_patching_is_the_derivative_of_exact_patching(rm64, ioi):

@@ -37,7 +37,9 @@ def test_validate_attribution_prints_json_that_agrees_with_patching(capsys: pyte
     args = ["validate-attribution", "sva-simple", "-n", "2", "--edges", "24", "--steps", "4", "--json", "--device", "cpu"]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)  # stdout holds the JSON and nothing else
-    for key in ("ig_spearman", "atp_spearman", "ig_spearman_top100", "edge_spearman", "atp_edge_spearman"):
+    keys = ("ig_spearman", "atp_spearman", "ig_spearman_top100", "edge_spearman", "atp_edge_spearman",
+            "exact_contexts_spearman", "ig_spearman_two_contexts")  # SVA prompts align token for token
+    for key in keys:
         assert -1.0 <= result[key] <= 1.0
     assert result["n_edges"] >= 10 and result["n_nodes"] > 100
     # First-order attribution is the derivative of exact patching: on small nodes it must rank them alike.
