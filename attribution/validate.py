@@ -40,6 +40,15 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @dataclass
+class EdgeValidation:
+    """Spearman correlation of sampled edges with path patching, overall and by upstream site."""
+
+    spearman: float
+    n_edges: int
+    by_upstream_site: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class NodeValidation:
     atp_spearman: float
     ig_spearman: float
@@ -155,12 +164,13 @@ def _path_patch(rm: ReplacementModel, inputs: AttributionInputs, values, edges: 
 def validate_edges(
     rm: ReplacementModel, inputs: AttributionInputs, n_edges: int = 240, examples: int = 4, targets_per_site: int = 12,
     steps: int = 10, seed: int = 0, method: str = "ig", jacobian_steps: int = 1,
-) -> tuple[float, int]:
+) -> EdgeValidation:
     """Spearman correlation of edge effects with path patching over ``n_edges`` sampled edges.
 
-    ``method`` gives the downstream gradient: ``ig`` (integrated) or ``atp`` (at the clean input)."""
+    ``method`` gives the downstream gradient: ``ig`` (integrated) or ``atp`` (at the clean input).
+    Sites with fewer than 10 sampled outgoing edges get no correlation of their own."""
     rng = random.Random(seed)
-    scores, real = [], []
+    scores, real, sources = [], [], []
     per_example = max(1, n_edges // examples)
     for b in range(min(examples, inputs.batch_size)):
         one = _single(inputs, b)
@@ -190,4 +200,10 @@ def validate_edges(
         r = _path_patch(rm, one, nodes.values, [(c[0], c[1]) for c in chosen])
         scores += [c[2] for c in chosen]
         real += r.tolist()
-    return _spearman(torch.tensor(scores), torch.tensor(real)), len(scores)
+        sources += [c[0][0] for c in chosen]
+    by_site = {}
+    for site in dict.fromkeys(sources):
+        sel = [i for i, s in enumerate(sources) if s == site]
+        if len(sel) >= 10:
+            by_site[site] = _spearman(torch.tensor([scores[i] for i in sel]), torch.tensor([real[i] for i in sel]))
+    return EdgeValidation(_spearman(torch.tensor(scores), torch.tensor(real)), len(scores), by_site)

@@ -159,12 +159,13 @@ def test_edges_agree_with_path_patching(rm64, ioi):
 
     loaded, rm = rm64
     neurons = ReplacementModel(loaded.model, DictionarySet.identity(loaded.model).to(torch.float64))
-    rho, n = validate_edges(neurons, ioi, n_edges=200, examples=2, steps=8)
-    assert n >= 100
-    assert rho > 0.9
-    rho, n = validate_edges(rm, ioi, n_edges=120, examples=1, steps=8)
-    assert n >= 60
-    assert rho > 0.4
+    v = validate_edges(neurons, ioi, n_edges=200, examples=2, steps=8)
+    assert v.n_edges >= 100
+    assert v.spearman > 0.9
+    assert v.by_upstream_site and all(-1 <= r <= 1 for r in v.by_upstream_site.values())
+    v = validate_edges(rm, ioi, n_edges=120, examples=1, steps=8)
+    assert v.n_edges >= 60
+    assert v.spearman > 0.4
 
 
 class _DoubledEncoder(torch.nn.Module):

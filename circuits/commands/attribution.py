@@ -56,22 +56,24 @@ def _validate(args: argparse.Namespace) -> int:
     inputs = attribution_inputs(batch, device=loaded.device)
     t0 = time.perf_counter()
     nodes = validate_nodes(rm, inputs, steps=args.steps, ig_modes=("inputs", "per-site"))
-    edge_rho, n_edges = validate_edges(rm, inputs, n_edges=args.edges, steps=args.steps, seed=args.seed)
-    atp_edge_rho, _ = validate_edges(rm, inputs, n_edges=args.edges, steps=args.steps, seed=args.seed, method="atp")
+    edges = validate_edges(rm, inputs, n_edges=args.edges, steps=args.steps, seed=args.seed)
+    atp_edges = validate_edges(rm, inputs, n_edges=args.edges, steps=args.steps, seed=args.seed, method="atp")
     result = {
         "task": task.name,
         "ig_spearman": nodes.ig_spearman,
         "atp_spearman": nodes.atp_spearman,
         "ig_spearman_top100": nodes.ig_spearman_top100,
         "atp_spearman_top100": nodes.atp_spearman_top100,
-        "edge_spearman": edge_rho,
-        "atp_edge_spearman": atp_edge_rho,
+        "edge_spearman": edges.spearman,
+        "atp_edge_spearman": atp_edges.spearman,
         "ig_mode": "inputs",
         "n_nodes": nodes.n_nodes,
-        "n_edges": n_edges,
+        "n_edges": edges.n_edges,
         "examples": len(batch),
         "steps": args.steps,
         **nodes.extra,
+        **{f"edge_spearman_from_{site}": rho for site, rho in edges.by_upstream_site.items()},
+        **{f"atp_edge_spearman_from_{site}": rho for site, rho in atp_edges.by_upstream_site.items()},
         "seconds": round(time.perf_counter() - t0, 2),
     }
     if args.json:
