@@ -111,22 +111,28 @@ class _Contraction:
         valid = group >= 0
         moved = (df != 0) & valid[..., None]
         k = max(1, int(moved.sum(-1).max()))
-        idx = torch.topk(moved.to(torch.float32), k, dim=-1).indices  # [b, t, k]: moved features first
-        self.val = df.gather(-1, idx) * moved.gather(-1, idx).to(df.dtype) * (scale / b)
-        self.flat = (group.clamp(min=0)[..., None] * d_sae + idx).flatten()
-        self.W = W_dec.to(df.dtype)[idx]  # [b, t, k, d]
+        self.idx = torch.topk(moved.to(torch.float32), k, dim=-1).indices  # [b, t, k]: moved features first
+        self.val = df.gather(-1, self.idx) * moved.gather(-1, self.idx).to(df.dtype) * (scale / b)
+        self.flat = group.clamp(min=0)[..., None] * d_sae + self.idx  # [b, t, k]
+        self.W_dec = W_dec.to(df.dtype)
         self.de = de * (scale / b)
         self.valid = valid
-        self.group = group[valid]
+        self.group = group
+        # examples per step, so that the gathered decoder rows [examples, t, k, d] stay near 2**24 numbers
+        self.step = max(1, 2**24 // max(1, t * k * W_dec.shape[-1]))
 
     def __call__(self, G: torch.Tensor | None, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``G`` [rows, batch, pos, d] (or None: no path) -> features [rows, groups, d_sae], errors [rows, groups]."""
         f = torch.zeros(rows, self.n_groups * self.d_sae, device=self.val.device, dtype=self.val.dtype)
         e = torch.zeros(rows, self.n_groups, device=self.val.device, dtype=self.val.dtype)
         if G is not None:
-            proj = torch.einsum("rbtd,btkd->rbtk", G.to(self.W.dtype), self.W) * self.val
-            f.index_add_(1, self.flat, proj.reshape(rows, -1))
-            e.index_add_(1, self.group, torch.einsum("rbtd,btd->rbt", G.to(self.de.dtype), self.de)[:, self.valid])
+            G = G.to(self.val.dtype)
+            for s in range(0, G.shape[1], self.step):
+                sl = slice(s, s + self.step)
+                proj = torch.einsum("rbtd,btkd->rbtk", G[:, sl], self.W_dec[self.idx[sl]]) * self.val[sl]
+                f.index_add_(1, self.flat[sl].flatten(), proj.reshape(rows, -1))
+                valid = self.valid[sl]
+                e.index_add_(1, self.group[sl][valid], torch.einsum("rbtd,btd->rbt", G[:, sl], self.de[sl])[:, valid])
         return f.view(rows, self.n_groups, self.d_sae), e
 
 

@@ -213,6 +213,28 @@ def test_encoder_shortcut_gives_the_autograd_edges(rm64, ioi):
         assert biggest > 1e-3
 
 
+def test_sparse_contraction_equals_the_dense_product():
+    """Edges contracted at the changed features only equal (G W_dec^T) * df aggregated, in one or many steps."""
+    from attribution.edges import _Contraction
+
+    g = torch.Generator().manual_seed(0)
+    b, t, d_sae, d = 5, 7, 40, 8
+    df = torch.randn(b, t, d_sae, generator=g, dtype=torch.float64) * (torch.rand(b, t, d_sae, generator=g) < 0.2)
+    de = torch.randn(b, t, d, generator=g, dtype=torch.float64)
+    W = torch.randn(d_sae, d, generator=g, dtype=torch.float64)
+    pm = PositionMap.tokens(torch.tensor([7, 5, 6, 7, 3]), t)
+    G = torch.randn(3, b, t, d, generator=g, dtype=torch.float64)
+    valid = pm.group >= 0
+    dense_f = torch.stack([pm.aggregate((G[r] @ W.T) * df * valid[..., None]) for r in range(3)])
+    dense_e = torch.stack([pm.aggregate((G[r] * de).sum(-1) * valid) for r in range(3)])
+    c = _Contraction(W, df, de, pm, 1.0)
+    for step in (c.step, 1):
+        c.step = step
+        f, e = c(G, 3)
+        assert torch.allclose(f, dense_f, atol=1e-12) and torch.allclose(e, dense_e, atol=1e-12)
+    assert dense_f.abs().max() > 0.1
+
+
 def test_span_aggregation_sums_within_spans_and_averages_examples():
     group = torch.tensor([[0, 0, 1, 2, -1], [0, 1, 1, 1, 2]])
     pm = PositionMap(group, ["a", "b", "c"], "schema")
