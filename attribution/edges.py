@@ -39,6 +39,7 @@ from replacement.model import ReplacementModel
 log = logging.getLogger(__name__)
 
 ERROR = -1  # index of a site's error node
+BUDGET = 2**24  # numbers an intermediate of the edge contraction may hold, roughly
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ def _encoder_columns(d, x_in: torch.Tensor, f: torch.Tensor) -> bool:
     if getattr(d.cfg, "normalize_activations", "none") not in (None, "none"):
         return False
     W, b = getattr(d, "W_enc", None), getattr(d, "b_enc", None)
+    if not callable(getattr(d, "process_sae_in", None)):
+        return False
     if not isinstance(W, torch.Tensor) or not isinstance(b, torch.Tensor) or tuple(W.shape) != (x_in.shape[-1], f.shape[-1]):
         return False
     with torch.no_grad():
@@ -96,43 +99,76 @@ def _encoder_columns(d, x_in: torch.Tensor, f: torch.Tensor) -> bool:
         return bool((gated - f.detach()).abs().max() <= 1e-4 * (1.0 + float(f.detach().abs().max())))
 
 
+@torch.no_grad()
+def decoder_rows(d, f: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """What one unit of each feature adds to a site's output: ``decode(e_i) - decode(0)``, [d_sae, d].
+
+    That is ``W_dec`` for the usual ``f @ W_dec + b_dec`` (checked on the features ``f`` at hand);
+    any other linear decoder (one that rescales by decoder norms, say) is measured by decoding one
+    feature at a time.
+    """
+    W = d.W_dec
+    sample = f.reshape(-1, f.shape[-1])[:256].to(W.dtype)
+    zero = d.decode(torch.zeros(1, W.shape[0], dtype=W.dtype, device=W.device))
+    if torch.allclose(d.decode(sample) - zero, sample @ W, rtol=1e-4, atol=1e-5 * (1.0 + float(sample.abs().max()))):
+        return W.to(dtype)
+    rows = []
+    chunk = max(1, BUDGET // 4 // W.shape[0])
+    for s in range(0, W.shape[0], chunk):
+        eye = torch.eye(W.shape[0], dtype=W.dtype, device=W.device)[s : s + chunk]
+        rows.append(d.decode(eye) - zero)
+    return torch.cat(rows).to(dtype)
+
+
 class _Contraction:
     """Edge effects of one upstream site from metric gradients at its output, without d_sae-wide tensors.
 
     An upstream feature changes only where clean and target differ, a few features per (example,
     position); the edge from feature ``i`` is ``(G[b, p] . W_dec[i]) * df[b, p, i]``, computed for
-    those features alone and summed into position groups (mean over examples).
+    those features alone and summed into position groups (mean over examples). Where most features
+    change (a mean or zero baseline) the dense product ``G @ W_dec^T`` is cheaper and is used instead.
+    Work is split over examples so that no intermediate holds much more than ``BUDGET`` numbers.
     """
 
     def __init__(self, W_dec: torch.Tensor, df: torch.Tensor, de: torch.Tensor, positions: PositionMap, scale: float):
         b, t, d_sae = df.shape
-        self.d_sae, self.n_groups = d_sae, positions.n_positions
+        self.d_sae, self.n_groups, self.d = d_sae, positions.n_positions, W_dec.shape[-1]
         group = positions.group.to(df.device)
         valid = group >= 0
         moved = (df != 0) & valid[..., None]
-        k = max(1, int(moved.sum(-1).max()))
-        self.idx = torch.topk(moved.to(torch.float32), k, dim=-1).indices  # [b, t, k]: moved features first
-        self.val = df.gather(-1, self.idx) * moved.gather(-1, self.idx).to(df.dtype) * (scale / b)
-        self.flat = group.clamp(min=0)[..., None] * d_sae + self.idx  # [b, t, k]
+        self.k = max(1, int(moved.sum(-1).max()))
+        self.sparse = 4 * self.k <= d_sae
+        if self.sparse:
+            self.idx = torch.topk(moved.to(torch.float32), self.k, dim=-1).indices  # [b, t, k]: moved features first
+            self.val = df.gather(-1, self.idx) * moved.gather(-1, self.idx).to(df.dtype) * (scale / b)
+        else:
+            self.idx = torch.arange(d_sae, device=df.device).expand(b, t, d_sae)
+            self.val = df * moved.to(df.dtype) * (scale / b)
         self.W_dec = W_dec.to(df.dtype)
         self.de = de * (scale / b)
         self.valid = valid
         self.group = group
-        # examples per step, so that the gathered decoder rows [examples, t, k, d] stay near 2**24 numbers
-        self.step = max(1, 2**24 // max(1, t * k * W_dec.shape[-1]))
 
     def __call__(self, G: torch.Tensor | None, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``G`` [rows, batch, pos, d] (or None: no path) -> features [rows, groups, d_sae], errors [rows, groups]."""
         f = torch.zeros(rows, self.n_groups * self.d_sae, device=self.val.device, dtype=self.val.dtype)
         e = torch.zeros(rows, self.n_groups, device=self.val.device, dtype=self.val.dtype)
-        if G is not None:
-            G = G.to(self.val.dtype)
-            for s in range(0, G.shape[1], self.step):
-                sl = slice(s, s + self.step)
-                proj = torch.einsum("rbtd,btkd->rbtk", G[:, sl], self.W_dec[self.idx[sl]]) * self.val[sl]
-                f.index_add_(1, self.flat[sl].flatten(), proj.reshape(rows, -1))
-                valid = self.valid[sl]
-                e.index_add_(1, self.group[sl][valid], torch.einsum("rbtd,btd->rbt", G[:, sl], self.de[sl])[:, valid])
+        if G is None:
+            return f.view(rows, self.n_groups, self.d_sae), e
+        G = G.to(self.val.dtype)
+        t = G.shape[2]
+        per_example = t * (self.k * (self.d + rows) if self.sparse else rows * self.d_sae)
+        step = max(1, BUDGET // max(1, per_example))
+        for s in range(0, G.shape[1], step):
+            sl = slice(s, s + step)
+            if self.sparse:
+                proj = torch.einsum("rbtd,btkd->rbtk", G[:, sl], self.W_dec[self.idx[sl]])
+            else:
+                proj = G[:, sl] @ self.W_dec.T
+            flat = self.group[sl].clamp(min=0)[..., None] * self.d_sae + self.idx[sl]
+            f.index_add_(1, flat.flatten(), (proj * self.val[sl]).reshape(rows, -1))
+            valid = self.valid[sl]
+            e.index_add_(1, self.group[sl][valid], torch.einsum("rbtd,btd->rbt", G[:, sl], self.de[sl])[:, valid])
         return f.view(rows, self.n_groups, self.d_sae), e
 
 
@@ -174,7 +210,8 @@ def edge_effects(
     incoming: dict[Target, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {t: {} for t in targets}
     to_metric: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     contractions = {
-        n: _Contraction(rm.dictionaries[n].W_dec, v.df, v.de, positions, 1.0 / jacobian_steps) for n, v in values.items()
+        n: _Contraction(decoder_rows(rm.dictionaries[n], v.f_clean, v.df.dtype), v.df, v.de, positions, 1.0 / jacobian_steps)
+        for n, v in values.items()
     }
 
     def add(store: dict, name: str, pair: tuple[torch.Tensor, torch.Tensor]) -> None:

@@ -58,9 +58,12 @@ class NodeValidation:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def _reversed(inputs: AttributionInputs) -> AttributionInputs | None:
-    """The same examples with clean and counterfactual swapped, where their tokens align one to one."""
-    if inputs.corrupted is None or inputs.corrupted.shape != inputs.clean.shape:
+def _reversed(inputs: AttributionInputs, corrupted_lengths: torch.Tensor | None) -> AttributionInputs | None:
+    """The same examples with clean and counterfactual swapped, where their tokens align one to one
+    (same lengths, each position matched to itself)."""
+    if inputs.corrupted is None or inputs.corrupted.shape != inputs.clean.shape or corrupted_lengths is None:
+        return None
+    if not torch.equal(corrupted_lengths.to(inputs.clean_lengths.device), inputs.clean_lengths):
         return None
     pos = torch.arange(inputs.clean.shape[1], device=inputs.clean.device).expand_as(inputs.clean)
     if not bool((inputs.corrupted_position == torch.where(inputs.valid, pos, -1)).all()):
@@ -69,11 +72,14 @@ def _reversed(inputs: AttributionInputs) -> AttributionInputs | None:
 
 
 def validate_nodes(
-    rm: ReplacementModel, inputs: AttributionInputs, steps: int = 10, ig_modes: tuple[str, ...] = ("inputs",), contexts: bool = True,
+    rm: ReplacementModel, inputs: AttributionInputs, steps: int = 10, ig_modes: tuple[str, ...] = ("inputs",),
+    corrupted_lengths: torch.Tensor | None = None,
 ) -> NodeValidation:
     """Correlations of atp and ig (each ``ig_modes``; the first is reported as ``ig``) with exact patching.
 
-    ``contexts``: also patch every node in the counterfactual run (see the module docstring)."""
+    ``corrupted_lengths``: the counterfactual prompts' lengths; where they align with the clean
+    prompts token for token, every node is also patched in the counterfactual run (see the module
+    docstring)."""
     exact = _flat(node_effects(rm, inputs, method="exact"))
     atp = _flat(node_effects(rm, inputs, method="atp"))
     igs = {mode: _flat(node_effects(rm, inputs, method="ig", steps=steps, ig_mode=mode)) for mode in ig_modes}
@@ -86,7 +92,7 @@ def validate_nodes(
         extra[f"ig_{mode}_spearman"] = _spearman(v[moved], exact[moved])
         extra[f"ig_{mode}_spearman_top100"] = _spearman(v[top], exact[top])
     ig = igs[ig_modes[0]]
-    swapped = _reversed(inputs) if contexts else None
+    swapped = _reversed(inputs, corrupted_lengths)
     if swapped is not None:
         # moving a node from target to clean in the target run, sign-aligned with clean -> target
         other = -_flat(node_effects(rm, swapped, method="exact"))

@@ -90,7 +90,7 @@ def test_methods_agree_where_the_metric_is_linear_in_the_node(linear_model):
     # in has the opposite effect; a nonlinear site's node does not
     from attribution.validate import _reversed
 
-    swapped = _reversed(inputs)
+    swapped = _reversed(inputs, torch.full((4,), 7))
     assert swapped is not None and torch.equal(swapped.clean, corrupted) and torch.equal(swapped.corrupted, clean)
     back = node_effects(rm, swapped, method="exact")
     assert torch.allclose(back.features[last], -out["exact"].features[last], atol=1e-8)
@@ -99,7 +99,9 @@ def test_methods_agree_where_the_metric_is_linear_in_the_node(linear_model):
     # prompts of different lengths have no one-to-one reversal
     shorter = AttributionInputs(clean, torch.full((4,), 7), logit_diff_metric(1, 2), corrupted[:, :6],
                                 torch.arange(7).clamp(max=5).expand(4, 7))
-    assert _reversed(shorter) is None
+    assert _reversed(shorter, torch.full((4,), 6)) is None
+    # a longer counterfactual padded to the same width, or lengths unknown: no reversal either
+    assert _reversed(inputs, torch.full((4,), 8)) is None and _reversed(inputs, None) is None
 
 
 def test_attribution_patching_is_the_derivative_of_exact_patching(rm64, ioi):
@@ -213,26 +215,55 @@ def test_encoder_shortcut_gives_the_autograd_edges(rm64, ioi):
         assert biggest > 1e-3
 
 
-def test_sparse_contraction_equals_the_dense_product():
-    """Edges contracted at the changed features only equal (G W_dec^T) * df aggregated, in one or many steps."""
-    from attribution.edges import _Contraction
+def test_sparse_contraction_equals_the_dense_product(monkeypatch):
+    """Edges contracted at the changed features only (few change) or densely (most change) equal
+    (G W_dec^T) * df aggregated, in one step or example by example."""
+    from attribution import edges as E
 
     g = torch.Generator().manual_seed(0)
     b, t, d_sae, d = 5, 7, 40, 8
-    df = torch.randn(b, t, d_sae, generator=g, dtype=torch.float64) * (torch.rand(b, t, d_sae, generator=g) < 0.2)
-    de = torch.randn(b, t, d, generator=g, dtype=torch.float64)
     W = torch.randn(d_sae, d, generator=g, dtype=torch.float64)
+    de = torch.randn(b, t, d, generator=g, dtype=torch.float64)
     pm = PositionMap.tokens(torch.tensor([7, 5, 6, 7, 3]), t)
     G = torch.randn(3, b, t, d, generator=g, dtype=torch.float64)
     valid = pm.group >= 0
-    dense_f = torch.stack([pm.aggregate((G[r] @ W.T) * df * valid[..., None]) for r in range(3)])
-    dense_e = torch.stack([pm.aggregate((G[r] * de).sum(-1) * valid) for r in range(3)])
-    c = _Contraction(W, df, de, pm, 1.0)
-    for step in (c.step, 1):
-        c.step = step
-        f, e = c(G, 3)
-        assert torch.allclose(f, dense_f, atol=1e-12) and torch.allclose(e, dense_e, atol=1e-12)
-    assert dense_f.abs().max() > 0.1
+    for density, sparse in ((0.05, True), (0.6, False)):
+        df = torch.randn(b, t, d_sae, generator=g, dtype=torch.float64) * (torch.rand(b, t, d_sae, generator=g) < density)
+        dense_f = torch.stack([pm.aggregate((G[r] @ W.T) * df * valid[..., None]) for r in range(3)])
+        dense_e = torch.stack([pm.aggregate((G[r] * de).sum(-1) * valid) for r in range(3)])
+        c = E._Contraction(W, df, de, pm, 1.0)
+        assert c.sparse is sparse
+        for budget in (E.BUDGET, 1):
+            monkeypatch.setattr(E, "BUDGET", budget)
+            f, e = c(G, 3)
+            assert torch.allclose(f, dense_f, atol=1e-12) and torch.allclose(e, dense_e, atol=1e-12)
+        assert dense_f.abs().max() > 0.1
+
+
+class _NormScaledDecoder(torch.nn.Module):
+    """A linear decoder that is not ``f @ W_dec + b_dec``: features are scaled by decoder row norms."""
+
+    def __init__(self, W):
+        super().__init__()
+        self.W_dec = W
+
+    def decode(self, f):
+        return (f / self.W_dec.norm(dim=-1)) @ self.W_dec + 1.0
+
+
+def test_decoder_rows_measure_any_linear_decoder():
+    from attribution.edges import _encoder_columns, decoder_rows
+
+    g = torch.Generator().manual_seed(1)
+    W = torch.randn(30, 6, generator=g, dtype=torch.float64)
+    d = _NormScaledDecoder(W)
+    f = torch.rand(2, 3, 30, generator=g, dtype=torch.float64)
+    rows = decoder_rows(d, f, torch.float64)
+    assert torch.allclose(rows, W / W.norm(dim=-1, keepdim=True), atol=1e-12)
+    assert torch.allclose(f @ rows + 1.0, d.decode(f), atol=1e-12)
+    # a dictionary without SAELens' process_sae_in is not given the encoder shortcut
+    d.cfg, d.W_enc, d.b_enc = object(), torch.zeros(6, 30, dtype=torch.float64), torch.zeros(30, dtype=torch.float64)
+    assert _encoder_columns(d, torch.zeros(2, 3, 6, dtype=torch.float64), torch.zeros(2, 3, 30, dtype=torch.float64)) is False
 
 
 def test_span_aggregation_sums_within_spans_and_averages_examples():

@@ -55,7 +55,7 @@ def _validate(args: argparse.Namespace) -> int:
     batch = task.batch(loaded.tokenizer.pad_id, task.examples[: args.examples])
     inputs = attribution_inputs(batch, device=loaded.device)
     t0 = time.perf_counter()
-    nodes = validate_nodes(rm, inputs, steps=args.steps, ig_modes=("inputs", "per-site"))
+    nodes = validate_nodes(rm, inputs, steps=args.steps, ig_modes=("inputs", "per-site"), corrupted_lengths=batch.corrupted_lengths)
     edges = validate_edges(rm, inputs, n_edges=args.edges, steps=args.steps, seed=args.seed)
     atp_edges = validate_edges(rm, inputs, n_edges=args.edges, steps=args.steps, seed=args.seed, method="atp")
     result = {
