@@ -31,7 +31,7 @@ import torch
 
 from attribution.core import AttributionInputs, SiteValues
 from attribution.edges import ERROR, EdgeEffects, Target, edge_effects
-from attribution.nodes import NodeEffects, node_effects
+from attribution.nodes import IG_MODES, NodeEffects, node_effects
 from attribution.positions import PositionMap
 from circuits.errors import CircuitError
 from circuits.graph import (
@@ -56,8 +56,9 @@ METRIC_LABELS = {"logit_diff": "logit diff", "prob_diff": "prob diff"}
 class BuildConfig:
     """How the attributed graph is built.
 
-    ``method``: node/edge attribution, ``"ig"`` (integrated gradients over the inputs, ``steps``
-    steps) or ``"atp"`` (attribution patching). ``positions``: ``"token"``, ``"schema"`` or
+    ``method``: node/edge attribution, ``"ig"`` (integrated gradients, ``steps`` steps) or ``"atp"``
+    (attribution patching). ``ig_mode``: ``"inputs"`` (interpolate the input, every site at once) or
+    ``"per-site"`` (one site at a time, ``sites x steps`` passes). ``positions``: ``"token"``, ``"schema"`` or
     ``"agnostic"``. ``min_effect``: nodes need ``|effect| > min_effect`` (None keeps every node, even
     those of zero effect: the complete graph). ``max_nodes``: at most this many nodes (None: no
     bound). ``max_targets``: nodes whose incoming edges are scored. ``edge_threshold``: edges need
@@ -69,6 +70,7 @@ class BuildConfig:
     method: str = "ig"
     positions: str = "agnostic"
     steps: int = 10
+    ig_mode: str = "inputs"
     min_effect: float | None = 0.0
     max_nodes: int | None = None
     max_targets: int = 128
@@ -83,6 +85,8 @@ class BuildConfig:
             raise CircuitError(f"unknown positions mode {self.positions!r}; expected one of {', '.join(POSITION_MODES)}")
         if self.steps < 1:
             raise CircuitError(f"steps must be at least 1, got {self.steps}")
+        if self.ig_mode not in IG_MODES:
+            raise CircuitError(f"unknown ig_mode {self.ig_mode!r}; expected one of {', '.join(IG_MODES)}")
         if self.max_nodes is not None and self.max_nodes < 1:
             raise CircuitError(f"max_nodes must be at least 1 (or None), got {self.max_nodes}")
         if self.max_targets < 0:
@@ -314,7 +318,7 @@ def attribute_graph(
     """
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    nodes = node_effects(rm, inputs, method=config.method, steps=config.steps, progress=progress)
+    nodes = node_effects(rm, inputs, method=config.method, steps=config.steps, ig_mode=config.ig_mode, progress=progress)
     seconds["nodes"] = time.perf_counter() - t0
     positions = position_map(batch, config.positions, token_labels)
     agg = aggregate_nodes(nodes, positions)
@@ -336,7 +340,8 @@ def attribute_graph(
     G = graph_from_effects(
         agg, keep, edges, targets, positions,
         metadata={"method": config.method, **dict(metadata), "examples": len(batch),
-                  "steps": config.steps if config.method == "ig" else None},
+                  "steps": config.steps if config.method == "ig" else None,
+                  "ig_mode": config.ig_mode if config.method == "ig" else None},
         n_layers=int(rm.model.cfg.n_layers), metric_value=clean_metric,
         metric_label=METRIC_LABELS.get(batch.metric, batch.metric), edge_threshold=config.edge_threshold,
     )

@@ -85,6 +85,7 @@ class DiscoverConfig:
     Sparse Feature Circuits' graph) or ``"mixed"`` (embed, attn, transcoder, resid).
     ``ablate_embed`` False (the default, Sparse Feature Circuits' convention) keeps the embedding live
     in every evaluation, and the circuit is chosen among the other nodes (:func:`circuit_candidates`).
+    ``method``, ``ig_mode``, ``steps``: node attribution (:class:`circuits.build.BuildConfig`).
     The circuit is the top ``n_nodes`` nodes by |effect|, or the nodes with |effect| >= ``node_threshold``, or (neither given) the smallest
     top-N whose faithfulness on ``selection_examples`` fresh examples reaches ``faithfulness`` (with
     ``confidence``: its bootstrap lower bound at that confidence does); it is then evaluated on
@@ -98,6 +99,7 @@ class DiscoverConfig:
     dictionaries: str | None = None
     composition: str = "transcoders"
     method: str = "ig"
+    ig_mode: str = "inputs"
     positions: str = "agnostic"
     steps: int = 5
     n_nodes: int | None = None
@@ -141,7 +143,7 @@ class DiscoverConfig:
 
     def build_config(self) -> BuildConfig:
         return BuildConfig(
-            method=self.method, positions=self.positions, steps=self.steps, max_nodes=self.max_nodes,
+            method=self.method, ig_mode=self.ig_mode, positions=self.positions, steps=self.steps, max_nodes=self.max_nodes,
             max_targets=self.max_targets, edge_examples=self.edge_examples,
         )
 
