@@ -959,6 +959,15 @@ def smallest_faithful(
     return SizeSearch(hi, at_hi[0], bound(at_hi), True)
 
 
+def sizes_needed(evaluator: Evaluator, G: nx.DiGraph, levels: Sequence[float], n_points: int = 16, refine: int = 12) -> dict[str, int | None]:
+    """For each faithfulness level, the smallest top-k node count reaching it (None: not reached)."""
+    out: dict[str, int | None] = {}
+    for level in levels:
+        found = smallest_faithful(evaluator, G, level, n_points=n_points, refine=refine)
+        out[str(level)] = found.n_nodes if found.reached else None
+    return out
+
+
 def _skeleton(G: nx.DiGraph) -> nx.DiGraph:
     """``G`` with only what pruning and edge-level evaluation read: effects and ``scored_inputs``."""
     H = nx.DiGraph()

@@ -22,7 +22,7 @@ import torch
 
 from circuits.attribute import attribution_inputs
 from circuits.build import attribute_graph
-from circuits.evaluate import Evaluator, smallest_faithful
+from circuits.evaluate import Evaluator, sizes_needed
 from circuits.pipeline import DiscoverConfig, circuit_candidates, load_data, load_setup
 
 METHODS = {"ig, inputs": ("ig", "inputs"), "ig, per site": ("ig", "per-site"), "atp": ("atp", "inputs")}
@@ -54,10 +54,7 @@ def main() -> None:
             seconds = time.perf_counter() - start
             graph = circuit_candidates(graph, config.ablate_embed)
             evaluator = Evaluator(setup.rm, data.evaluation_batch, config.eval_config())
-            needed = {}
-            for level in LEVELS:
-                found = smallest_faithful(evaluator, graph, level, n_points=16, refine=12)
-                needed[str(level)] = found.n_nodes if found.reached else None
+            needed = sizes_needed(evaluator, graph, LEVELS)
             results[task][name] = {"needed": needed, "attribution_seconds": seconds}
             cells = " / ".join("-" if v is None else str(v) for v in needed.values())
             print(f"{task:<16}{name:<14}{seconds:>8.1f}   {cells}", flush=True)

@@ -34,7 +34,7 @@ import torch
 from circuits.attribute import attribution_inputs
 from circuits.build import attribute_graph
 from circuits.curves import span_footprint
-from circuits.evaluate import Evaluator, ranked_nodes, smallest_faithful
+from circuits.evaluate import Evaluator, ranked_nodes, sizes_needed
 from circuits.pipeline import DiscoverConfig, circuit_candidates, load_data, load_setup
 
 TASKS = ("ioi", "sva-simple", "sva-pp", "sva-within-rc", "sva-across-rc")
@@ -63,10 +63,7 @@ def nodes_needed(
     graph = attribute_graph(setup.rm, batch, attribution_inputs(batch), config.build_config(), metadata=meta).graph
     graph = circuit_candidates(graph, config.ablate_embed)
     evaluator = Evaluator(setup.rm, data.evaluation_batch, config.eval_config())
-    needed = {}
-    for level in LEVELS:
-        found = smallest_faithful(evaluator, graph, level, n_points=16, refine=12)
-        needed[str(level)] = found.n_nodes if found.reached else None
+    needed = sizes_needed(evaluator, graph, LEVELS)
     all_nodes = ranked_nodes(graph)
     full = evaluator.evaluate_nodes(all_nodes, completeness=False).faithfulness
     summary = {"needed": needed, "graph_nodes": len(all_nodes), "graph_faithfulness": full,
