@@ -252,7 +252,7 @@ def edge_effects(
             up_out = [recs[n].output for n in upstream]
             rec, d = recs[site], rm.dictionaries[site]
             g = nodes.grads[site]  # [batch, pos, d_out]
-            W_dec = d.W_dec.to(g.dtype)
+            W_dec = contractions[site].W_dec.to(g.dtype)  # the decoder rows the upstream side uses too
             shortcut = encoder_shortcut and _encoder_columns(d, rec.x_in, rec.features)
             # feature rows and error rows start from different tensors; each kind is batched on its own
             kinds = [[t for t in tgts if t.index != ERROR], [t for t in tgts if t.index == ERROR]]

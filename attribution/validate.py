@@ -81,10 +81,11 @@ def validate_nodes(
     prompts token for token, every node is also patched in the counterfactual run (see the module
     docstring)."""
     exact = _flat(node_effects(rm, inputs, method="exact"))
-    atp = _flat(node_effects(rm, inputs, method="atp"))
+    atp_effects = node_effects(rm, inputs, method="atp")
+    atp = _flat(atp_effects)
     igs = {mode: _flat(node_effects(rm, inputs, method="ig", steps=steps, ig_mode=mode)) for mode in ig_modes}
     moved = torch.cat(
-        [torch.cat([(v.df.abs() > 0).flatten(), (v.de.abs().amax(-1) > 0).flatten()]) for v in node_effects(rm, inputs, method="atp").values.values()]
+        [torch.cat([(v.df.abs() > 0).flatten(), (v.de.abs().amax(-1) > 0).flatten()]) for v in atp_effects.values.values()]
     )
     top = exact.abs().argsort(descending=True)[:100]
     extra = {}
