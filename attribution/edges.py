@@ -16,7 +16,15 @@ Rows are batched: one backward pass computes the edges into many downstream node
 Scores are aggregated on the fly over examples (mean) and over positions of the same group
 (token, schema span, or everything), so memory holds only aggregated rows.
 
-Two shortcuts keep rows cheap without changing a number: a row is differentiated back to the
+``local="exact"`` replaces the direct derivative by the downstream node's actual direct change:
+each changed upstream node is patched alone in a leaf-mode run (one batch row per node), and
+``g_d . (d(u -> target) - d(clean))`` is the edge. Where a sublayer is far from linear in one
+upstream node (a name token's features switching attention from one position to another) this
+is what path patching measures, at the price of one forward row per changed upstream node
+instead of one backward row per downstream node; it is meant for small graphs and for checking
+the linear edges.
+
+Two shortcuts keep the linear rows cheap without changing a number: a row is differentiated back to the
 upstream site *outputs* (model width), and contracted only with the features that actually
 change at each position (a few per position, not ``d_sae``); and a feature row of a ReLU / TopK /
 JumpReLU dictionary starts at the site input with the feature's encoder column instead of a
@@ -32,13 +40,14 @@ import torch
 from tqdm.auto import tqdm
 
 from attribution.core import AttributionError, AttributionInputs
-from attribution.nodes import EMBED_HOOK, NodeEffects, PassCounter, _alphas, _embed_values
+from attribution.nodes import EMBED_HOOK, NodeEffects, PassCounter, _alphas, _embed_values, active_nodes
 from attribution.positions import PositionMap
-from replacement.model import ReplacementModel
+from replacement.model import NodeEdit, ReplacementModel
 
 log = logging.getLogger(__name__)
 
 ERROR = -1  # index of a site's error node
+LOCAL = ("linear", "exact")  # how an edge measures the downstream node's direct change
 BUDGET = 2**24  # numbers an intermediate of the edge contraction may hold, roughly
 
 
@@ -182,6 +191,8 @@ def edge_effects(
     progress: bool = False,
     jacobian_steps: int = 1,
     encoder_shortcut: bool = True,
+    local: str = "linear",
+    rows_per_run: int = 512,
 ) -> EdgeEffects:
     """Edges from every upstream node into each of ``targets``, and every node's direct edge into the metric.
 
@@ -192,15 +203,24 @@ def edge_effects(
     ``encoder_shortcut``: start a feature row at the target site's input with its encoder column
     where the encoder allows it (:func:`_encoder_columns`; the same numbers, much less work);
     ``False`` always differentiates through the encoder.
+    ``local``: ``"linear"`` (the derivative, batched vector-Jacobian products) or ``"exact"`` (the
+    actual direct change of each downstream node, ``rows_per_run`` patched upstream nodes per
+    leaf-mode forward pass; see the module docstring).
     """
     if jacobian_steps < 1:
         raise AttributionError(f"jacobian_steps must be at least 1, got {jacobian_steps}")
+    if local not in LOCAL:
+        raise AttributionError(f"unknown local {local!r}; expected one of {LOCAL}")
+    if local == "exact" and jacobian_steps != 1:
+        raise AttributionError("jacobian_steps applies to linear edges only; exact local changes need no derivative")
     if not nodes.grads:
         raise AttributionError("edge effects need node effects computed with 'atp' or 'ig' (they carry the gradients)")
     site_order = {s: i for i, s in enumerate(rm.site_names)}
     for t in targets:
         if t.site not in site_order:
             raise AttributionError(f"unknown site {t.site!r} in edge targets; sites are {', '.join(rm.site_names)}")
+    if local == "exact":
+        return _exact_local_edges(rm, inputs, nodes, targets, positions, rows_per_run, progress)
     counter = PassCounter()
     valid = inputs.valid
     values = nodes.values
@@ -287,3 +307,122 @@ def edge_effects(
         del run, recs, outputs
     bar.close()
     return EdgeEffects(incoming, to_metric, positions, counter)
+
+
+@torch.no_grad()
+def _exact_local_edges(
+    rm: ReplacementModel, inputs: AttributionInputs, nodes: NodeEffects, targets: list[Target], positions: PositionMap,
+    rows_per_run: int, progress: bool,
+) -> EdgeEffects:
+    """Edges from the actual direct change of every downstream node (``edge_effects(local="exact")``).
+
+    Each changed upstream node ``(site, example, position, feature | error)`` is one row of a
+    leaf-mode run in which only that node takes its target value: every site's input is then the
+    clean input plus that node's direct contribution, so the row's records hold the direct change
+    of every later node, and its metric the direct edge into the metric.
+    """
+    counter = PassCounter()
+    values, valid, b = nodes.values, inputs.valid, inputs.batch_size
+    group = positions.group.to(inputs.clean.device)
+    site_order = {s: i for i, s in enumerate(rm.site_names)}
+    n_groups = positions.n_positions
+    clean = rm.run(inputs.clean, leaf=True)
+    counter.forward += 1
+    m_clean = inputs.metric(clean.logits, inputs.index())
+    # the downstream gradient of every target, as a [k, batch, pos] weight on its change
+    per_site: dict[str, tuple[list[Target], torch.Tensor, torch.Tensor | None, list[Target], torch.Tensor]] = {}
+    def selection(ts: list[Target], dtype: torch.dtype) -> torch.Tensor | None:
+        return torch.stack([(group == t.position) & valid for t in ts]).to(dtype) if ts else None
+
+    for site in dict.fromkeys(t.site for t in targets):
+        g = nodes.grads[site]
+        feats = [t for t in targets if t.site == site and t.index != ERROR]
+        errs = [t for t in targets if t.site == site and t.index == ERROR]
+        coef, idx = None, None
+        if feats:
+            idx = torch.tensor([t.index for t in feats], device=g.device)
+            W = decoder_rows(rm.dictionaries[site], values[site].f_clean, g.dtype)
+            coef = selection(feats, g.dtype) * torch.einsum("btd,kd->kbt", g, W[idx])
+        per_site[site] = (feats, coef, idx, errs, selection(errs, g.dtype))
+    to_metric = {
+        n: (torch.zeros(n_groups, v.df.shape[-1], dtype=v.df.dtype, device=v.df.device),
+            torch.zeros(n_groups, dtype=v.df.dtype, device=v.df.device))
+        for n, v in values.items()
+    }
+    # acc[(target site, upstream site)]: (features [k, groups, d_sae], errors [k, groups]) for the
+    # site's targets in the order feature targets, then error targets
+    acc: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+    for site, (feats, _, _, errs, _) in per_site.items():
+        for n in rm.site_names:
+            if site_order[n] < site_order[site]:
+                v = values[n].df
+                k = len(feats) + len(errs)
+                acc[(site, n)] = (torch.zeros(k, n_groups, v.shape[-1], dtype=v.dtype, device=v.device),
+                                  torch.zeros(k, n_groups, dtype=v.dtype, device=v.device))
+    upstream = active_nodes(values, valid & (group >= 0))
+    if len(upstream) > 50 * rows_per_run:
+        log.info("exact local edges: %d changed upstream nodes, %d leaf-mode runs", len(upstream), -(-len(upstream) // rows_per_run))
+    t = inputs.clean.shape[1]
+    for i in tqdm(range(0, len(upstream), rows_per_run), desc="exact local edges", disable=not progress, leave=False):
+        chunk = upstream[i : i + rows_per_run]
+        n = len(chunk)
+        dev = inputs.clean.device
+        ex = torch.tensor([u[1] for u in chunk], device=dev)
+        pos = torch.tensor([u[2] for u in chunk], device=dev)
+        src_idx = torch.tensor([u[3] for u in chunk], device=dev)
+        rows_of = {}
+        for j, u in enumerate(chunk):
+            rows_of.setdefault(u[0], []).append(j)
+        rows_of = {name: torch.tensor(r, device=dev) for name, r in rows_of.items()}
+        edits = {}
+        for name, rows in rows_of.items():
+            v = values[name]
+            fmask = torch.zeros(n, t, v.f_clean.shape[-1], dtype=torch.bool, device=dev)
+            emask = torch.zeros(n, t, dtype=torch.bool, device=dev)
+            is_err = src_idx[rows] == ERROR
+            emask[rows[is_err], pos[rows[is_err]]] = True
+            fmask[rows[~is_err], pos[rows[~is_err]], src_idx[rows[~is_err]]] = True
+            edits[name] = NodeEdit(v.f_target[ex], fmask, v.e_target[ex], emask)
+        run = rm.run(inputs.clean[ex], edits, leaf=True)
+        counter.forward += n / b
+        direct = (inputs.metric(run.logits, ex) - m_clean[ex]) / b
+        g_up = group[ex, pos]
+        for name, rows in rows_of.items():
+            _scatter(to_metric[name], g_up[rows], src_idx[rows], direct[rows][None])
+        for site, (feats, coef, idx, errs, esel) in per_site.items():
+            sources = [name for name in rows_of if site_order[name] < site_order[site]]
+            if not sources:
+                continue
+            rec, ref = run.records[site], clean.records[site]
+            scores = []
+            if feats:
+                dfe = rec.features[..., idx] - ref.features[ex][..., idx]  # [n, pos, k]
+                scores.append(torch.einsum("ntk,knt->nk", dfe.to(coef.dtype), coef[:, ex]) / b)
+            if errs:
+                g = nodes.grads[site]
+                de = torch.einsum("ntd,ntd->nt", (rec.error - ref.error[ex]).to(g.dtype), g[ex])
+                scores.append(torch.einsum("nt,knt->nk", de, esel[:, ex]) / b)
+            score = torch.cat(scores, 1)  # [n, targets of this site]
+            for name in sources:
+                rows = rows_of[name]
+                _scatter(acc[(site, name)], g_up[rows], src_idx[rows], score[rows].T)
+    incoming: dict[Target, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {t: {} for t in targets}
+    for (site, name), (f, e) in acc.items():
+        feats, _, _, errs, _ = per_site[site]
+        for k, tgt in enumerate(feats + errs):
+            incoming[tgt][name] = (f[k], e[k])
+    return EdgeEffects(incoming, to_metric, positions, counter)
+
+
+def _scatter(pair: tuple[torch.Tensor, torch.Tensor], groups: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> None:
+    """Add ``values`` [k, rows] into ``pair`` = (features [k, groups, d_sae], errors [k, groups]) at each
+    row's (group, index), index -1 meaning the error; a pair without the leading k takes k = 1."""
+    f, e = pair
+    if f.dim() == 2:
+        f, e = f[None], e[None]
+    k = torch.arange(f.shape[0], device=f.device)[:, None]
+    err = index == ERROR
+    if bool((~err).any()):
+        f.index_put_((k, groups[~err][None], index[~err][None]), values[:, ~err].to(f.dtype), accumulate=True)
+    if bool(err.any()):
+        e.index_put_((k, groups[err][None]), values[:, err].to(e.dtype), accumulate=True)

@@ -170,11 +170,12 @@ def _path_patch(rm: ReplacementModel, inputs: AttributionInputs, values, edges: 
 
 def validate_edges(
     rm: ReplacementModel, inputs: AttributionInputs, n_edges: int = 240, examples: int = 4, targets_per_site: int = 12,
-    steps: int = 10, seed: int = 0, method: str = "ig", jacobian_steps: int = 1,
+    steps: int = 10, seed: int = 0, method: str = "ig", jacobian_steps: int = 1, local: str = "linear",
 ) -> EdgeValidation:
     """Spearman correlation of edge effects with path patching over ``n_edges`` sampled edges.
 
-    ``method`` gives the downstream gradient: ``ig`` (integrated) or ``atp`` (at the clean input).
+    ``method`` gives the downstream gradient: ``ig`` (integrated) or ``atp`` (at the clean input);
+    ``local`` the downstream node's change (:func:`attribution.edges.edge_effects`).
     Sites with fewer than 10 sampled outgoing edges get no correlation of their own."""
     rng = random.Random(seed)
     scores, real, sources = [], [], []
@@ -190,7 +191,7 @@ def validate_edges(
             targets += [Target(site, int(i) // f.shape[1], int(i) % f.shape[1]) for i in top if float(f.flatten()[i]) != 0]
             e = nodes.errors[site][0]
             targets += [Target(site, int(p), ERROR) for p in e.abs().argsort(descending=True)[:2]]
-        ee = edge_effects(rm, one, nodes, targets, pm, jacobian_steps=jacobian_steps)
+        ee = edge_effects(rm, one, nodes, targets, pm, jacobian_steps=jacobian_steps, local=local)
         cands = []
         for tgt, by_site in ee.incoming.items():
             for site, (f, e) in by_site.items():

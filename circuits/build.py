@@ -30,7 +30,7 @@ import networkx as nx
 import torch
 
 from attribution.core import AttributionInputs, SiteValues
-from attribution.edges import ERROR, EdgeEffects, Target, edge_effects
+from attribution.edges import ERROR, LOCAL, EdgeEffects, Target, edge_effects
 from attribution.nodes import IG_MODES, NodeEffects, node_effects
 from attribution.positions import PositionMap
 from circuits.errors import CircuitError
@@ -64,7 +64,9 @@ class BuildConfig:
     bound). ``max_targets``: nodes whose incoming edges are scored. ``edge_threshold``: edges need
     ``|effect| > edge_threshold``. ``edge_examples``: edges are scored on the first this many
     examples (None: all; edge scoring costs a backward pass per target and example).
-    ``rows_per_pass``: targets per backward pass.
+    ``rows_per_pass``: targets per backward pass. ``edge_local``: ``"linear"`` (the downstream node's
+    derivative, batched backward passes) or ``"exact"`` (its actual direct change, one forward row
+    per changed upstream node; :func:`attribution.edges.edge_effects`).
     """
 
     method: str = "ig"
@@ -77,6 +79,7 @@ class BuildConfig:
     edge_threshold: float = 0.0
     edge_examples: int | None = 64
     rows_per_pass: int = 32
+    edge_local: str = "linear"
 
     def __post_init__(self) -> None:
         if self.method not in BUILD_METHODS:
@@ -87,6 +90,8 @@ class BuildConfig:
             raise CircuitError(f"steps must be at least 1, got {self.steps}")
         if self.ig_mode not in IG_MODES:
             raise CircuitError(f"unknown ig_mode {self.ig_mode!r}; expected one of {', '.join(IG_MODES)}")
+        if self.edge_local not in LOCAL:
+            raise CircuitError(f"unknown edge_local {self.edge_local!r}; expected one of {', '.join(LOCAL)}")
         if self.max_nodes is not None and self.max_nodes < 1:
             raise CircuitError(f"max_nodes must be at least 1 (or None), got {self.max_nodes}")
         if self.max_targets < 0:
@@ -332,7 +337,8 @@ def attribute_graph(
     targets = choose_targets(agg, keep, config.max_targets, rm.site_names)
     t0 = time.perf_counter()
     e_inputs, e_nodes, e_positions = first_examples(inputs, nodes, positions, config.edge_examples)
-    edges = edge_effects(rm, e_inputs, e_nodes, targets, e_positions, rows_per_pass=config.rows_per_pass, progress=progress)
+    edges = edge_effects(rm, e_inputs, e_nodes, targets, e_positions, rows_per_pass=config.rows_per_pass, progress=progress,
+                         local=config.edge_local)
     seconds["edges"] = time.perf_counter() - t0
     with torch.no_grad():
         clean_metric = float(inputs.metric(rm.run(inputs.clean).logits, inputs.index()).mean())
@@ -341,7 +347,7 @@ def attribute_graph(
         agg, keep, edges, targets, positions,
         metadata={"method": config.method, **dict(metadata), "examples": len(batch),
                   "steps": config.steps if config.method == "ig" else None,
-                  "ig_mode": config.ig_mode if config.method == "ig" else None},
+                  "ig_mode": config.ig_mode if config.method == "ig" else None, "edge_local": config.edge_local},
         n_layers=int(rm.model.cfg.n_layers), metric_value=clean_metric,
         metric_label=METRIC_LABELS.get(batch.metric, batch.metric), edge_threshold=config.edge_threshold,
     )

@@ -85,7 +85,8 @@ class DiscoverConfig:
     Sparse Feature Circuits' graph) or ``"mixed"`` (embed, attn, transcoder, resid).
     ``ablate_embed`` False (the default, Sparse Feature Circuits' convention) keeps the embedding live
     in every evaluation, and the circuit is chosen among the other nodes (:func:`circuit_candidates`).
-    ``method``, ``ig_mode``, ``steps``: node attribution (:class:`circuits.build.BuildConfig`).
+    ``method``, ``ig_mode``, ``steps``: node attribution; ``edge_local``: how edges measure the downstream
+    node's change (:class:`circuits.build.BuildConfig`).
     The circuit is the top ``n_nodes`` nodes by |effect|, or the nodes with |effect| >= ``node_threshold``, or (neither given) the smallest
     top-N whose faithfulness on ``selection_examples`` fresh examples reaches ``faithfulness`` (with
     ``confidence``: its bootstrap lower bound at that confidence does); it is then evaluated on
@@ -100,6 +101,7 @@ class DiscoverConfig:
     composition: str = "transcoders"
     method: str = "ig"
     ig_mode: str = "inputs"
+    edge_local: str = "linear"
     positions: str = "agnostic"
     steps: int = 5
     n_nodes: int | None = None
@@ -143,8 +145,8 @@ class DiscoverConfig:
 
     def build_config(self) -> BuildConfig:
         return BuildConfig(
-            method=self.method, ig_mode=self.ig_mode, positions=self.positions, steps=self.steps, max_nodes=self.max_nodes,
-            max_targets=self.max_targets, edge_examples=self.edge_examples,
+            method=self.method, ig_mode=self.ig_mode, edge_local=self.edge_local, positions=self.positions, steps=self.steps,
+            max_nodes=self.max_nodes, max_targets=self.max_targets, edge_examples=self.edge_examples,
         )
 
     def eval_config(self) -> EvalConfig:

@@ -170,6 +170,89 @@ def test_edges_agree_with_path_patching(rm64, ioi):
     assert v.spearman > 0.4
 
 
+def test_exact_local_edges_are_path_patching_where_the_metric_is_linear_in_the_target(linear_model):
+    """With the metric linear in the downstream node, an exact local edge is the real path-patching
+    effect, whatever the sublayers between the two nodes do (attention, GELU, encoder thresholds)."""
+    from attribution.validate import _path_patch
+
+    rm = linear_model
+    g = torch.Generator().manual_seed(1)
+    clean, corrupted = torch.randint(0, 12, (1, 7), generator=g), torch.randint(0, 12, (1, 7), generator=g)
+    inputs = AttributionInputs(clean, torch.full((1,), 7), logit_diff_metric(1, 2), corrupted)
+    nodes = node_effects(rm, inputs, method="atp")
+    pm = PositionMap.tokens(inputs.clean_lengths, 7)
+    last = rm.site_names[-1]
+    f = nodes.features[last][0]
+    targets = [Target(last, p, i) for p, i in torch.nonzero(f.abs() > 0)[:6].tolist()] + [Target(last, 6, ERROR)]
+    exact = edge_effects(rm, inputs, nodes, targets, pm, local="exact", rows_per_run=7)
+    linear = edge_effects(rm, inputs, nodes, targets, pm)
+    scored = [(u, d, w) for u, d, w in exact.edges() if d is not None]
+    by_kind = {}
+    for u, d, w in scored:
+        by_kind.setdefault((u[0], d[2] == ERROR), []).append((u, d, w))
+    sample = [e for group in by_kind.values() for e in group[:6]]
+    assert len(sample) >= 20 and any(d[2] == ERROR for _, d, _ in sample)
+    real = _path_patch(rm, inputs, nodes.values, [(u, d) for u, d, _ in sample])
+    assert torch.allclose(torch.tensor([w for _, _, w in sample], dtype=real.dtype), real, atol=1e-9, rtol=1e-7)
+    # the linear edges differ through the nonlinear sublayers (so the comparison above is not vacuous) ...
+    diffs = [abs(exact.incoming[t][s][0] - linear.incoming[t][s][0]).max() for t in targets for s in exact.incoming[t]]
+    assert max(float(x) for x in diffs) > 1e-4
+    # ... and the direct edges into the metric are exact too: for the last site they are its total effects
+    fm, em = exact.to_metric[last]
+    assert torch.allclose(fm, pm.aggregate(nodes.features[last]), atol=1e-9)
+    assert torch.allclose(em, pm.aggregate(nodes.errors[last]), atol=1e-9)
+
+
+def test_exact_local_edges_aggregate_like_the_scores(linear_model):
+    """Token-level exact local edges summed over downstream and upstream positions (and averaged over
+    examples) are the position-agnostic ones; fewer rows per run change nothing."""
+    rm = linear_model
+    g = torch.Generator().manual_seed(2)
+    clean, corrupted = torch.randint(0, 12, (3, 7), generator=g), torch.randint(0, 12, (3, 7), generator=g)
+    inputs = AttributionInputs(clean, torch.tensor([7, 5, 6]), logit_diff_metric(1, 2), corrupted)
+    nodes = node_effects(rm, inputs, method="ig", steps=2)
+    tok = PositionMap.tokens(inputs.clean_lengths, 7)
+    agn = PositionMap.agnostic(inputs.clean_lengths, 7)
+    site = "L1.mlp"
+    feats = [int(i) for i in nodes.features[site].abs().sum((0, 1)).argsort(descending=True)[:3]]
+    tok_targets = [Target(site, p, i) for p in range(7) for i in feats] + [Target(site, p, ERROR) for p in range(7)]
+    agn_targets = [Target(site, 0, i) for i in feats] + [Target(site, 0, ERROR)]
+    by_tok = edge_effects(rm, inputs, nodes, tok_targets, tok, local="exact")
+    by_agn = edge_effects(rm, inputs, nodes, agn_targets, agn, local="exact", rows_per_run=33)
+    biggest = 0.0
+    for t in agn_targets:
+        for up, (f, e) in by_agn.incoming[t].items():
+            tf = sum(by_tok.incoming[Target(site, p, t.index)][up][0].sum(0) for p in range(7))
+            te = sum(by_tok.incoming[Target(site, p, t.index)][up][1].sum() for p in range(7))
+            assert torch.allclose(f[0], tf, atol=1e-10) and torch.allclose(e[0], te, atol=1e-10)
+            biggest = max(biggest, float(f.abs().max()))
+    assert biggest > 1e-4
+    assert set(by_agn.incoming[agn_targets[0]]) == {"embed", "L0.attn", "L0.mlp", "L0.resid", "L1.attn"}
+
+
+def test_exact_local_edges_track_path_patching_better_than_linear_ones(toy):
+    """The shipped transcoders on IOI: the clean-point derivative misses name features switching off and
+    attention moving; the exact local change does not."""
+    import contextlib
+    import io
+
+    from circuits.models import load_model
+    from circuits.replaced import load_replacement
+
+    loaded = load_model("toy", device="cpu")
+    rm = load_replacement(loaded, None, "transcoders")
+    with contextlib.redirect_stdout(io.StringIO()):
+        rm.model.to(torch.float64)
+    for d in rm.dictionaries.values():
+        d.to(torch.float64)
+    task = make_task("ioi", loaded.tokenizer, n=2)
+    inputs = attribution_inputs(task.batch(loaded.tokenizer.pad_id))
+    linear = validate_edges(rm, inputs, n_edges=120, examples=2, steps=4, method="atp")
+    exact = validate_edges(rm, inputs, n_edges=120, examples=2, steps=4, method="atp", local="exact")
+    assert exact.n_edges >= 100
+    assert exact.spearman > 0.95 and exact.spearman > linear.spearman + 0.05
+
+
 class _DoubledEncoder(torch.nn.Module):
     """A dictionary whose features are twice its pre-activations: not ``mask * (x W_enc + b_enc)``."""
 
@@ -310,3 +393,7 @@ def test_bad_inputs_are_clear_errors(rm64, ioi):
     pm = PositionMap.tokens(ioi.clean_lengths, ioi.clean.shape[1])
     with pytest.raises(AttributionError, match="unknown site"):
         edge_effects(rm, ioi, nodes, [Target("L9.attn", 0, ERROR)], pm)
+    with pytest.raises(AttributionError, match="unknown local"):
+        edge_effects(rm, ioi, nodes, [], pm, local="sideways")
+    with pytest.raises(AttributionError, match="jacobian_steps"):
+        edge_effects(rm, ioi, nodes, [], pm, local="exact", jacobian_steps=2)

@@ -58,6 +58,10 @@ def _validate(args: argparse.Namespace) -> int:
     nodes = validate_nodes(rm, inputs, steps=args.steps, ig_modes=("inputs", "per-site"), corrupted_lengths=batch.corrupted_lengths)
     edges = validate_edges(rm, inputs, n_edges=args.edges, steps=args.steps, seed=args.seed)
     atp_edges = validate_edges(rm, inputs, n_edges=args.edges, steps=args.steps, seed=args.seed, method="atp")
+    exact_local = {
+        method: validate_edges(rm, inputs, n_edges=args.edges, steps=args.steps, seed=args.seed, method=method, local="exact")
+        for method in ("ig", "atp")
+    }
     result = {
         "task": task.name,
         "ig_spearman": nodes.ig_spearman,
@@ -66,6 +70,8 @@ def _validate(args: argparse.Namespace) -> int:
         "atp_spearman_top100": nodes.atp_spearman_top100,
         "edge_spearman": edges.spearman,
         "atp_edge_spearman": atp_edges.spearman,
+        "edge_spearman_exact_local": exact_local["ig"].spearman,
+        "atp_edge_spearman_exact_local": exact_local["atp"].spearman,
         "ig_mode": "inputs",
         "n_nodes": nodes.n_nodes,
         "n_edges": edges.n_edges,

@@ -26,6 +26,9 @@ def register(sub) -> None:
     d.add_argument("--steps", type=int, default=5, help="integrated-gradient steps (default 5, the EAP-IG convention)")
     d.add_argument("--ig-mode", choices=("inputs", "per-site"), default="inputs",
                    help="interpolate the input, every site at once (default), or one site at a time (sites x steps passes)")
+    d.add_argument("--edge-local", choices=("linear", "exact"), default="linear",
+                   help="edges from the downstream node's derivative (default, batched backward passes) or its actual direct "
+                   "change (one forward row per changed upstream node: exact through attention, slower)")
     d.add_argument("--positions", choices=("token", "schema", "agnostic"), default="agnostic",
                    help="node positions: token indices, schema spans, or none (default: agnostic, the smallest faithful circuits on the toy tasks)")
     size = d.add_mutually_exclusive_group()
@@ -98,7 +101,7 @@ def _discover(args: argparse.Namespace) -> int:
     _threads(args.threads)
     config = DiscoverConfig(
         task=args.task, schema=args.schema, model=args.model, dictionaries=args.dictionaries, composition=args.composition,
-        method=args.method, ig_mode=args.ig_mode, steps=args.steps, positions=args.positions, n_nodes=args.nodes,
+        method=args.method, ig_mode=args.ig_mode, edge_local=args.edge_local, steps=args.steps, positions=args.positions, n_nodes=args.nodes,
         node_threshold=args.node_threshold, faithfulness=args.faithfulness,
         confidence=args.confidence or None, ablation=args.ablation, ablate_errors=not args.keep_errors,
         ablate_embed=not args.keep_embed, n_attribution=args.examples, n_eval=args.eval_examples, seed=args.seed,
