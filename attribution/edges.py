@@ -329,11 +329,14 @@ def _exact_local_edges(
     clean = rm.run(inputs.clean, leaf=True)
     counter.forward += 1
     m_clean = inputs.metric(clean.logits, inputs.index())
-    # the downstream gradient of every target, as a [k, batch, pos] weight on its change
-    per_site: dict[str, tuple[list[Target], torch.Tensor, torch.Tensor | None, list[Target], torch.Tensor]] = {}
+
     def selection(ts: list[Target], dtype: torch.dtype) -> torch.Tensor | None:
+        """[k, batch, pos]: 1 where a token belongs to the target's aggregated position."""
         return torch.stack([(group == t.position) & valid for t in ts]).to(dtype) if ts else None
 
+    # per target site: feature targets, their gradient weights [k, batch, pos] on the change of each
+    # feature, the feature indices, error targets and their position selections
+    per_site: dict[str, tuple[list[Target], torch.Tensor | None, torch.Tensor | None, list[Target], torch.Tensor | None]] = {}
     for site in dict.fromkeys(t.site for t in targets):
         g = nodes.grads[site]
         feats = [t for t in targets if t.site == site and t.index != ERROR]

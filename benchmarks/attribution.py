@@ -6,6 +6,7 @@ Measures, in one run on the same batch: wall time of node attribution (IG, 10 st
 edge attribution (every upstream node of the top downstream nodes at span level), the forward
 and backward passes each made, peak memory, and ``ratio_to_floor``: the whole attribution's time
 divided by the time of 10 plain forward+backward passes of the replacement model.
+``--edge-local exact`` measures the exact local edges instead (one forward row per changed upstream node).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--composition", default="transcoders", choices=["transcoders", "sae", "mixed"],
                     help="dictionary composition (default: transcoders, as `circuits discover`)")
+    ap.add_argument("--edge-local", default="linear", choices=["linear", "exact"],
+                    help="edges from the downstream node's derivative (default) or its actual direct change")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -82,7 +85,7 @@ def main() -> None:
     t_nodes = time.perf_counter() - t0
     targets = top_targets(rm, nodes, positions, args.targets)
     t1 = time.perf_counter()
-    edges = edge_effects(rm, inputs, nodes, targets, positions)
+    edges = edge_effects(rm, inputs, nodes, targets, positions, local=args.edge_local)
     sync()
     t_edges = time.perf_counter() - t1
 
@@ -103,6 +106,7 @@ def main() -> None:
         "sites": len(rm.site_names),
         "node_seconds": round(t_nodes, 3),
         "edge_seconds": round(t_edges, 3),
+        "edge_local": args.edge_local,
         "edge_targets": len(targets),
         "edges_nonzero": len(edges.edges()),
         "node_passes": {"forward": nodes.passes.forward, "backward": nodes.passes.backward},

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import networkx as nx
 import pytest
 import torch
 
+from attribution.edges import edge_effects
 from circuits.attribute import attribution_inputs, corrupted_positions, task_metric
-from circuits.build import BuildConfig, attribute_graph
+from circuits.build import BuildConfig, attribute_graph, first_examples
 from circuits.errors import CircuitError
 from circuits.evaluate import (
     AblationValues,
@@ -293,3 +296,26 @@ def test_per_site_integrated_gradients_build_the_graph(rm, batches):
     assert torch.allclose(total, m1 - m0, rtol=0.03, atol=0.03)
     with pytest.raises(CircuitError, match="ig_mode"):
         BuildConfig(ig_mode="sideways")
+
+
+def test_exact_local_edges_build_the_graph(rm, batches):
+    """``edge_local="exact"`` reaches edge attribution: the graph's edges are the exact local ones of
+    :func:`attribution.edges.edge_effects` and the choice is recorded; a bad choice is a clear error."""
+    train, _ = batches
+    inputs = attribution_inputs(train)
+    meta = {"model": "toy", "dictionaries": "random", "task": "ioi"}
+    config = BuildConfig(method="atp", positions="agnostic", max_targets=6, edge_examples=2, edge_local="exact")
+    built = attribute_graph(rm, train, inputs, config, metadata=meta)
+    linear = attribute_graph(rm, train, inputs, dataclasses.replace(config, edge_local="linear"), metadata=meta)
+    assert built.graph.graph["edge_local"] == "exact" and linear.graph.graph["edge_local"] == "linear"
+    assert built.targets == linear.targets
+    e_inputs, e_nodes, e_positions = first_examples(inputs, built.nodes, built.positions, 2)
+    direct = edge_effects(rm, e_inputs, e_nodes, built.targets, e_positions, local="exact")
+    for t in built.targets:
+        for site, (f, e) in direct.incoming[t].items():
+            assert torch.allclose(built.edges.incoming[t][site][0], f) and torch.allclose(built.edges.incoming[t][site][1], e)
+    differs = [not torch.allclose(built.edges.incoming[t][s][0], linear.edges.incoming[t][s][0], atol=1e-6)
+               for t in built.targets for s in built.edges.incoming[t]]
+    assert any(differs)
+    with pytest.raises(CircuitError, match="edge_local"):
+        BuildConfig(edge_local="sideways")
