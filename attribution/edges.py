@@ -17,8 +17,9 @@ Scores are aggregated on the fly over examples (mean) and over positions of the 
 (token, schema span, or everything), so memory holds only aggregated rows.
 
 ``local="exact"`` replaces the direct derivative by the downstream node's actual direct change:
-each changed upstream node is patched alone in a leaf-mode run (one batch row per node), and
-``g_d . (d(u -> target) - d(clean))`` is the edge. Where a sublayer is far from linear in one
+each changed upstream node is patched alone in a run where every site passes on its clean output
+(one batch row per node, :func:`direct_outputs`), and ``g_d . (d(u -> target) - d(clean))`` is the
+edge. Where a sublayer is far from linear in one
 upstream node (a name token's features switching attention from one position to another) this
 is what path patching measures, at the price of one forward row per changed upstream node
 instead of one backward row per downstream node; it is meant for small graphs and for checking
@@ -39,16 +40,17 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from attribution.core import AttributionError, AttributionInputs
+from attribution.core import AttributionError, AttributionInputs, check_metric_values
 from attribution.nodes import EMBED_HOOK, NodeEffects, PassCounter, _alphas, _embed_values, active_nodes
 from attribution.positions import PositionMap
-from replacement.model import NodeEdit, ReplacementModel
+from replacement.model import ReplacementModel
 
 log = logging.getLogger(__name__)
 
 ERROR = -1  # index of a site's error node
 LOCAL = ("linear", "exact")  # how an edge measures the downstream node's direct change
 BUDGET = 2**24  # numbers an intermediate of the edge contraction may hold, roughly
+MAX_EXACT_ROWS = 5_000_000  # upstream nodes exact local edges patch one by one, at most
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ def edge_effects(
     jacobian_steps: int = 1,
     encoder_shortcut: bool = True,
     local: str = "linear",
-    rows_per_run: int = 512,
+    rows_per_run: int | None = None,
 ) -> EdgeEffects:
     """Edges from every upstream node into each of ``targets``, and every node's direct edge into the metric.
 
@@ -205,7 +207,7 @@ def edge_effects(
     ``False`` always differentiates through the encoder.
     ``local``: ``"linear"`` (the derivative, batched vector-Jacobian products) or ``"exact"`` (the
     actual direct change of each downstream node, ``rows_per_run`` patched upstream nodes per
-    leaf-mode forward pass; see the module docstring).
+    forward pass, by default as many as ``BUDGET`` allows; see the module docstring).
     """
     if jacobian_steps < 1:
         raise AttributionError(f"jacobian_steps must be at least 1, got {jacobian_steps}")
@@ -215,6 +217,7 @@ def edge_effects(
         raise AttributionError("jacobian_steps applies to linear edges only; exact local changes need no derivative")
     if not nodes.grads:
         raise AttributionError("edge effects need node effects computed with 'atp' or 'ig' (they carry the gradients)")
+    targets = list(dict.fromkeys(targets))  # a target listed twice is one target
     site_order = {s: i for i, s in enumerate(rm.site_names)}
     for t in targets:
         if t.site not in site_order:
@@ -309,26 +312,60 @@ def edge_effects(
     return EdgeEffects(incoming, to_metric, positions, counter)
 
 
+def direct_outputs(
+    rm: ReplacementModel, values: dict, clean_outputs: dict[str, torch.Tensor], decoders: dict[str, torch.Tensor],
+    nodes: list[tuple[str, int, int, int]],
+) -> dict[str, torch.Tensor]:
+    """Every site's output for a batch of rows, row ``j`` patching ``nodes[j]`` = (site, example,
+    position, feature | -1) alone: each site passes on its clean output, except that the node's own
+    site adds the node's change (``delta_f * decoder row``, or the error's change) at its position.
+
+    Run with ``rm.run(tokens, outputs=...)``, every later site then sees only the node's direct
+    contribution at its input (its features and error are recomputed from that input, but what it
+    passes on stays clean), and the logits only the node's direct path to the metric.
+    """
+    dev = next(iter(clean_outputs.values())).device
+    ex = torch.tensor([n[1] for n in nodes], device=dev)
+    outs = {m: o[ex].clone() for m, o in clean_outputs.items()}
+    for name in dict.fromkeys(n[0] for n in nodes):
+        sel = [j for j, n in enumerate(nodes) if n[0] == name]
+        rows = torch.tensor(sel, device=dev)
+        b, pos = ex[rows], torch.tensor([nodes[j][2] for j in sel], device=dev)
+        idx = torch.tensor([nodes[j][3] for j in sel], device=dev)
+        v, out = values[name], outs[name]
+        err = idx == ERROR
+        if bool(err.any()):
+            out[rows[err], pos[err]] += (v.e_target - v.e_clean)[b[err], pos[err]].to(out.dtype)
+        if bool((~err).any()):
+            f = ~err
+            delta = (v.f_target - v.f_clean)[b[f], pos[f], idx[f]]
+            out[rows[f], pos[f]] += (delta[:, None] * decoders[name][idx[f]]).to(out.dtype)
+    return outs
+
+
 @torch.no_grad()
 def _exact_local_edges(
     rm: ReplacementModel, inputs: AttributionInputs, nodes: NodeEffects, targets: list[Target], positions: PositionMap,
-    rows_per_run: int, progress: bool,
+    rows_per_run: int | None, progress: bool,
 ) -> EdgeEffects:
     """Edges from the actual direct change of every downstream node (``edge_effects(local="exact")``).
 
-    Each changed upstream node ``(site, example, position, feature | error)`` is one row of a
-    leaf-mode run in which only that node takes its target value: every site's input is then the
-    clean input plus that node's direct contribution, so the row's records hold the direct change
-    of every later node, and its metric the direct edge into the metric.
+    Each changed upstream node ``(site, example, position, feature | error)`` is one row of a run in
+    which every site passes on its clean output except for that node's change
+    (:func:`direct_outputs`): every site's input is then the clean input plus that node's direct
+    contribution, so the row's records hold the direct change of every later node, and its metric
+    the direct edge into the metric.
     """
     counter = PassCounter()
     values, valid, b = nodes.values, inputs.valid, inputs.batch_size
     group = positions.group.to(inputs.clean.device)
     site_order = {s: i for i, s in enumerate(rm.site_names)}
     n_groups = positions.n_positions
-    clean = rm.run(inputs.clean, leaf=True)
+    clean = rm.run(inputs.clean)
     counter.forward += 1
-    m_clean = inputs.metric(clean.logits, inputs.index())
+    m_clean = check_metric_values(inputs.metric(clean.logits, inputs.index()), b)
+    clean_outputs = {m: r.output for m, r in clean.records.items()}
+    decoders = {n: decoder_rows(rm.dictionaries[n], v.f_clean, v.df.dtype) for n, v in values.items()}
 
     def selection(ts: list[Target], dtype: torch.dtype) -> torch.Tensor | None:
         """[k, batch, pos]: 1 where a token belongs to the target's aggregated position."""
@@ -344,8 +381,7 @@ def _exact_local_edges(
         coef, idx = None, None
         if feats:
             idx = torch.tensor([t.index for t in feats], device=g.device)
-            W = decoder_rows(rm.dictionaries[site], values[site].f_clean, g.dtype)
-            coef = selection(feats, g.dtype) * torch.einsum("btd,kd->kbt", g, W[idx])
+            coef = selection(feats, g.dtype) * torch.einsum("btd,kd->kbt", g, decoders[site][idx].to(g.dtype))
         per_site[site] = (feats, coef, idx, errs, selection(errs, g.dtype))
     to_metric = {
         n: (torch.zeros(n_groups, v.df.shape[-1], dtype=v.df.dtype, device=v.df.device),
@@ -362,10 +398,18 @@ def _exact_local_edges(
                 k = len(feats) + len(errs)
                 acc[(site, n)] = (torch.zeros(k, n_groups, v.shape[-1], dtype=v.dtype, device=v.device),
                                   torch.zeros(k, n_groups, dtype=v.dtype, device=v.device))
-    upstream = active_nodes(values, valid & (group >= 0))
-    if len(upstream) > 50 * rows_per_run:
-        log.info("exact local edges: %d changed upstream nodes, %d leaf-mode runs", len(upstream), -(-len(upstream) // rows_per_run))
+    keep = valid & (group >= 0)
+    n_rows = sum(int(((v.df != 0) & keep[..., None]).sum()) + int(((v.de != 0).any(-1) & keep).sum()) for v in values.values())
+    if n_rows > MAX_EXACT_ROWS:
+        raise AttributionError(
+            f"exact local edges would patch {n_rows} upstream nodes one by one (more than {MAX_EXACT_ROWS}); "
+            "use local='linear', fewer examples, or a counterfactual baseline (a mean or zero baseline changes most features)"
+        )
+    upstream = active_nodes(values, keep)
     t = inputs.clean.shape[1]
+    if rows_per_run is None:
+        per_row = t * sum(v.df.shape[-1] + 2 * v.de.shape[-1] for v in values.values())
+        rows_per_run = max(1, BUDGET // per_row)
     for i in tqdm(range(0, len(upstream), rows_per_run), desc="exact local edges", disable=not progress, leave=False):
         chunk = upstream[i : i + rows_per_run]
         n = len(chunk)
@@ -373,22 +417,12 @@ def _exact_local_edges(
         ex = torch.tensor([u[1] for u in chunk], device=dev)
         pos = torch.tensor([u[2] for u in chunk], device=dev)
         src_idx = torch.tensor([u[3] for u in chunk], device=dev)
-        rows_of = {}
-        for j, u in enumerate(chunk):
-            rows_of.setdefault(u[0], []).append(j)
-        rows_of = {name: torch.tensor(r, device=dev) for name, r in rows_of.items()}
-        edits = {}
-        for name, rows in rows_of.items():
-            v = values[name]
-            fmask = torch.zeros(n, t, v.f_clean.shape[-1], dtype=torch.bool, device=dev)
-            emask = torch.zeros(n, t, dtype=torch.bool, device=dev)
-            is_err = src_idx[rows] == ERROR
-            emask[rows[is_err], pos[rows[is_err]]] = True
-            fmask[rows[~is_err], pos[rows[~is_err]], src_idx[rows[~is_err]]] = True
-            edits[name] = NodeEdit(v.f_target[ex], fmask, v.e_target[ex], emask)
-        run = rm.run(inputs.clean[ex], edits, leaf=True)
+        rows_of: dict[str, torch.Tensor] = {}
+        for name in dict.fromkeys(u[0] for u in chunk):
+            rows_of[name] = torch.tensor([j for j, u in enumerate(chunk) if u[0] == name], device=dev)
+        run = rm.run(inputs.clean[ex], outputs=direct_outputs(rm, values, clean_outputs, decoders, chunk))
         counter.forward += n / b
-        direct = (inputs.metric(run.logits, ex) - m_clean[ex]) / b
+        direct = (check_metric_values(inputs.metric(run.logits, ex), n) - m_clean[ex]) / b
         g_up = group[ex, pos]
         for name, rows in rows_of.items():
             _scatter(to_metric[name], g_up[rows], src_idx[rows], direct[rows][None])
@@ -399,7 +433,7 @@ def _exact_local_edges(
             rec, ref = run.records[site], clean.records[site]
             scores = []
             if feats:
-                dfe = rec.features[..., idx] - ref.features[ex][..., idx]  # [n, pos, k]
+                dfe = rec.features[..., idx] - ref.features[..., idx][ex]  # [n, pos, k]
                 scores.append(torch.einsum("ntk,knt->nk", dfe.to(coef.dtype), coef[:, ex]) / b)
             if errs:
                 g = nodes.grads[site]

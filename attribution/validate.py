@@ -10,8 +10,8 @@
   compares ``ig`` with the mean of the two exact effects.
 - Edges: for sampled edges ``u -> d`` of single examples at token level, the edge effect against
   real path patching: ``u`` is patched to its target value in ``d``'s input only (every other
-  site held at its clean value, leaf mode), the resulting value of ``d`` is patched into an
-  otherwise clean run, and the change of the metric is the real edge effect.
+  site passing on its clean output), the resulting value of ``d`` is patched into an otherwise
+  clean run, and the change of the metric is the real edge effect.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from scipy.stats import spearmanr
 
 from attribution.core import AttributionInputs
-from attribution.edges import ERROR, Target, edge_effects
+from attribution.edges import ERROR, Target, decoder_rows, direct_outputs, edge_effects
 from attribution.nodes import node_effects
 from attribution.positions import PositionMap
 from replacement.model import NodeEdit, ReplacementModel
@@ -129,31 +129,20 @@ def _path_patch(rm: ReplacementModel, inputs: AttributionInputs, values, edges: 
     """Real effect of each edge ((site, pos, idx), (site', pos', idx')) on a single example."""
     n = len(edges)
     toks = inputs.clean.repeat(n, 1)
-    t = toks.shape[1]
-    # 1. leaf-mode runs with the upstream node patched: the downstream node's new value
-    edits: dict[str, NodeEdit] = {}
-    for name in {u[0] for u, _ in edges}:
-        v = values[name]
-        fmask = torch.zeros(n, t, v.f_clean.shape[-1], dtype=torch.bool)
-        emask = torch.zeros(n, t, dtype=torch.bool)
-        for j, (u, _) in enumerate(edges):
-            if u[0] != name:
-                continue
-            if u[2] == ERROR:
-                emask[j, u[1]] = True
-            else:
-                fmask[j, u[1], u[2]] = True
-        edits[name] = NodeEdit(v.f_target.expand(n, -1, -1), fmask, v.e_target.expand(n, -1, -1), emask)
-    with torch.enable_grad():
-        recs = rm.run(toks, edits, leaf=True).records
+    clean = rm.run(inputs.clean)
+    # 1. the upstream node patched with every site passing on its clean output: the downstream
+    #    node's new value from the upstream node's direct contribution alone
+    decoders = {name: decoder_rows(rm.dictionaries[name], v.f_clean, v.df.dtype) for name, v in values.items()}
+    outputs = direct_outputs(rm, values, {m: r.output for m, r in clean.records.items()}, decoders,
+                             [(u[0], 0, u[1], u[2]) for u, _ in edges])
+    recs = rm.run(toks, outputs=outputs).records
     # 2. that value patched into an otherwise clean run
     edits2: dict[str, NodeEdit] = {}
+    dev = toks.device
     for name in {d[0] for _, d in edges}:
-        v = values[name]
-        new_f = recs[name].features.detach()
-        new_e = recs[name].error.detach()
+        new_f, new_e = recs[name].features, recs[name].error
         fmask = torch.zeros_like(new_f, dtype=torch.bool)
-        emask = torch.zeros(n, t, dtype=torch.bool)
+        emask = torch.zeros(n, toks.shape[1], dtype=torch.bool, device=dev)
         for j, (_, d) in enumerate(edges):
             if d[0] != name:
                 continue
@@ -162,8 +151,8 @@ def _path_patch(rm: ReplacementModel, inputs: AttributionInputs, values, edges: 
             else:
                 fmask[j, d[1], d[2]] = True
         edits2[name] = NodeEdit(new_f, fmask, new_e, emask)
-    index = torch.zeros(n, dtype=torch.long)
-    base = inputs.metric(rm.run(inputs.clean).logits, index[:1])
+    index = torch.zeros(n, dtype=torch.long, device=dev)
+    base = inputs.metric(clean.logits, index[:1])
     patched = inputs.metric(rm.run(toks, edits2).logits, index)
     return patched - base
 
