@@ -17,7 +17,10 @@ Three ways to run it:
   the bookkeeping first-order attribution needs (Marks et al., 2025).
 - ``leaf=True``: every site output is rebuilt from detached leaf tensors ``decode(F) + E``, so the
   gradient of a downstream site's live features with respect to an upstream site's leaves is the
-  direct effect between the two sites, every other site held fixed (the graph's edges).
+  direct effect between the two sites, every other site held fixed (the graph's edges). Only the
+  gradients are direct: the forward values are those of a normal run, so a change made in a leaf
+  run still flows through every later site. For direct *values*, pass every site's output with
+  ``outputs`` (:func:`attribution.edges.direct_outputs`).
 
 Attention patterns and LayerNorm scales can be frozen to the values of a reference run
 (:meth:`ReplacementModel.freeze`), making every edge a linear direct effect.
