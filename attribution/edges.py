@@ -19,11 +19,10 @@ Scores are aggregated on the fly over examples (mean) and over positions of the 
 ``local="exact"`` replaces the direct derivative by the downstream node's actual direct change:
 each changed upstream node is patched alone in a run where every site passes on its clean output
 (one batch row per node, :func:`direct_outputs`), and ``g_d . (d(u -> target) - d(clean))`` is the
-edge. Where a sublayer is far from linear in one
-upstream node (a name token's features switching attention from one position to another) this
-is what path patching measures, at the price of one forward row per changed upstream node
-instead of one backward row per downstream node; it is meant for small graphs and for checking
-the linear edges.
+edge. Where a sublayer is far from linear in one upstream node (a name token's features switching
+attention from one position to another) this is what path patching measures, at the price of one
+forward row per changed upstream node instead of one backward row per downstream node; it is
+meant for small graphs and for checking the linear edges.
 
 Two shortcuts keep the linear rows cheap without changing a number: a row is differentiated back to the
 upstream site *outputs* (model width), and contracted only with the features that actually
@@ -40,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from attribution.core import AttributionError, AttributionInputs, check_metric_values
+from attribution.core import AttributionError, AttributionInputs, SiteValues, check_metric_values
 from attribution.nodes import EMBED_HOOK, NodeEffects, PassCounter, _alphas, _embed_values, active_nodes
 from attribution.positions import PositionMap
 from replacement.model import ReplacementModel
@@ -313,7 +312,7 @@ def edge_effects(
 
 
 def direct_outputs(
-    rm: ReplacementModel, values: dict, clean_outputs: dict[str, torch.Tensor], decoders: dict[str, torch.Tensor],
+    values: dict[str, SiteValues], clean_outputs: dict[str, torch.Tensor], decoders: dict[str, torch.Tensor],
     nodes: list[tuple[str, int, int, int]],
 ) -> dict[str, torch.Tensor]:
     """Every site's output for a batch of rows, row ``j`` patching ``nodes[j]`` = (site, example,
@@ -420,7 +419,7 @@ def _exact_local_edges(
         rows_of: dict[str, torch.Tensor] = {}
         for name in dict.fromkeys(u[0] for u in chunk):
             rows_of[name] = torch.tensor([j for j, u in enumerate(chunk) if u[0] == name], device=dev)
-        run = rm.run(inputs.clean[ex], outputs=direct_outputs(rm, values, clean_outputs, decoders, chunk))
+        run = rm.run(inputs.clean[ex], outputs=direct_outputs(values, clean_outputs, decoders, chunk))
         counter.forward += n / b
         direct = (check_metric_values(inputs.metric(run.logits, ex), n) - m_clean[ex]) / b
         g_up = group[ex, pos]

@@ -133,7 +133,7 @@ def _path_patch(rm: ReplacementModel, inputs: AttributionInputs, values, edges: 
     # 1. the upstream node patched with every site passing on its clean output: the downstream
     #    node's new value from the upstream node's direct contribution alone
     decoders = {name: decoder_rows(rm.dictionaries[name], v.f_clean, v.df.dtype) for name, v in values.items()}
-    outputs = direct_outputs(rm, values, {m: r.output for m, r in clean.records.items()}, decoders,
+    outputs = direct_outputs(values, {m: r.output for m, r in clean.records.items()}, decoders,
                              [(u[0], 0, u[1], u[2]) for u, _ in edges])
     recs = rm.run(toks, outputs=outputs).records
     # 2. that value patched into an otherwise clean run
