@@ -94,7 +94,9 @@ ABLATIONS = ("mean", "zero", "patch")
 LEVELS = ("nodes", "edges")
 # Site kinds whose output replaces the whole residual stream: nothing before them reaches later sites directly.
 STREAM_KINDS = ("embed", "resid")
-# Site kinds whose input at one token is computed from upstream outputs at other tokens too (attention).
+# Site kinds whose input at one token is computed from upstream outputs at other tokens too (attention);
+# a site of another kind mixes positions too when an attention layer that is no site lies before it
+# (:meth:`Evaluator._mixes_positions`).
 POSITION_MIXING_KINDS = ("attn",)
 
 
@@ -646,6 +648,18 @@ class Evaluator:
                 break
         return out[::-1]
 
+    def _mixes_positions(self, index: int) -> bool:
+        """Whether site ``index``'s input at a token depends on its direct upstream outputs at other
+        tokens: an attention site, or an attention layer that is not a site between the last
+        full-stream site and it (the transcoders composition, where attention runs inside the edges)."""
+        s = self.rm.site(self.sites[index])
+        if s.kind in POSITION_MIXING_KINDS:
+            return True
+        ups = [self.rm.site(u) for u in self._direct_upstream(index)]
+        start = next((u.layer + (u.kind == "resid") for u in ups if u.kind in STREAM_KINDS), 0)
+        replaced = {u.layer for u in ups if u.kind == "attn"}
+        return any(layer not in replaced for layer in range(max(start, 0), s.layer + 1))
+
     def _batch_can_grow(self) -> bool:
         """Whether the model accepts a site output with more rows than its input batch (checked once).
 
@@ -735,7 +749,7 @@ class Evaluator:
                     scored |= tm[..., None] & m[None, None] & live_here
                 plain = live_here & ~scored
                 runs: list[tuple[dict[str, torch.Tensor], torch.Tensor]] = []  # (upstream live masks, nodes it assigns)
-                if self.rm.site(site).kind in POSITION_MIXING_KINDS:
+                if self._mixes_positions(i):
                     if bool(plain.any()):
                         runs.append((node_mix, plain))
                     for pos, tm, m in groups:

@@ -319,3 +319,44 @@ def test_exact_local_edges_build_the_graph(rm, batches):
     assert any(differs)
     with pytest.raises(CircuitError, match="edge_local"):
         BuildConfig(edge_local="sideways")
+
+
+def test_transcoder_edges_across_positions_are_cut():
+    """With transcoders, attention is no site and runs inside the edges, so a transcoder's input at one
+    token reads upstream outputs at earlier tokens: leaving out an edge from another position (the
+    upstream node's only edge into that group) changes the edge-level metric, and the circuit with
+    every edge between its nodes still evaluates as at node level."""
+    from circuits.graph import parse_node_id
+    from circuits.models import load_model
+    from circuits.replaced import load_replacement
+
+    loaded = load_model("toy", device="cpu")
+    rm = load_replacement(loaded, None, "transcoders")
+    pad = loaded.tokenizer.pad_id
+    train = make_task("ioi", loaded.tokenizer, n=16, seed=0).batch(pad)
+    held = make_task("ioi", loaded.tokenizer, n=16, seed=1).batch(pad)
+    config = BuildConfig(method="atp", positions="schema", max_targets=64)
+    G = attribute_graph(rm, train, attribution_inputs(train), config, metadata={"model": "toy", "dictionaries": "toy", "task": "ioi"}).graph
+    C = choose_circuit(G, n_nodes=60).graph
+    ev = Evaluator(rm, held, EvalConfig(ablation="mean"))
+    full = ev.evaluate(with_all_pairs(C), level="edges", completeness=False).m_circuit
+    assert full == pytest.approx(ev.evaluate(C, completeness=False).m_circuit, abs=1e-4)
+    base = ev.evaluate(C, level="edges", completeness=False).m_circuit
+
+    def group(n):
+        site, pos = parse_node_id(n)[:2]
+        return site, pos
+
+    into = {}
+    for u, v in C.edges:
+        if v != METRIC:
+            into.setdefault((u, group(v)), []).append(v)
+    cross = [(u, v) for u, v in C.edges
+             if v != METRIC and group(u)[1] != group(v)[1] and len(into[(u, group(v))]) == 1]
+    assert cross
+    moved = 0
+    for e in sorted(cross, key=lambda e: -abs(C.edges[e]["effect"]))[:3]:
+        cut = C.copy()
+        cut.remove_edge(*e)
+        moved += abs(ev.evaluate(cut, level="edges", completeness=False).m_circuit - base) > 1e-4
+    assert moved >= 2
