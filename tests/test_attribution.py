@@ -233,6 +233,37 @@ def test_exact_local_edges_are_path_patching_where_the_metric_is_linear_in_the_t
     assert max(float(exact.incoming[t]["L0.resid"][0].abs().max()) for t in targets) > 1e-3
 
 
+def test_graph_path_patching_is_the_exact_local_edge_where_both_are_exact(linear_model):
+    """Position-agnostic edges into the last site of a LayerNorm-free model: the metric is linear in
+    the downstream node and each token of it reads its upstream sites at that token only, so patching
+    the upstream node at every token (in the downstream input only) and then the downstream node at
+    every token changes the metric by exactly the aggregated exact local edge; validate_graph_edges
+    correlates them perfectly."""
+    from attribution.validate import _graph_path_patch, validate_graph_edges
+
+    rm = linear_model
+    g = torch.Generator().manual_seed(5)
+    clean, corrupted = torch.randint(0, 12, (3, 7), generator=g), torch.randint(0, 12, (3, 7), generator=g)
+    inputs = AttributionInputs(clean, torch.tensor([7, 6, 7]), logit_diff_metric(1, 2), corrupted)
+    nodes = node_effects(rm, inputs, method="atp")
+    pm = PositionMap.agnostic(inputs.clean_lengths, 7)
+    last = rm.site_names[-1]
+    f = pm.aggregate(nodes.features[last])[0]
+    targets = [Target(last, 0, int(i)) for i in f.abs().argsort(descending=True)[:5]] + [Target(last, 0, ERROR)]
+    exact = edge_effects(rm, inputs, nodes, targets, pm, local="exact")
+    by_site = {}
+    for u, d, w in exact.edges(threshold=1e-12):  # what comes before L0.resid has no direct path (rounding only)
+        if d is not None:
+            by_site.setdefault(u[0], []).append((u, d, w))
+    sample = [e for es in by_site.values() for e in sorted(es, key=lambda e: -abs(e[2]))[:5]]
+    assert {u[0] for u, _, _ in sample} == {"L0.resid", "L1.attn", "L1.mlp"} and any(d[2] == ERROR for _, d, _ in sample)
+    real = _graph_path_patch(rm, inputs, nodes.values, pm, [(u, d) for u, d, _ in sample], rows=7)
+    assert real.abs().max() > 1e-3
+    assert torch.allclose(torch.tensor([w for _, _, w in sample], dtype=real.dtype), real, atol=1e-9, rtol=1e-7)
+    v = validate_graph_edges(rm, inputs, n_edges=60, method="atp", local="exact", targets_per_site=4)
+    assert v.n_edges >= 30 and -1 <= v.spearman <= 1
+
+
 def test_exact_local_edges_tend_to_the_linear_ones_for_small_changes(linear_model):
     """Moving every node a fraction eps of the way to its target, exact local edges / eps approach the
     linear edges (the derivative) with an error of order eps: the two measure the same direct paths."""

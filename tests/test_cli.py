@@ -38,7 +38,8 @@ def test_validate_attribution_prints_json_that_agrees_with_patching(capsys: pyte
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)  # stdout holds the JSON and nothing else
     keys = ("ig_spearman", "atp_spearman", "ig_spearman_top100", "edge_spearman", "atp_edge_spearman",
-            "exact_contexts_spearman", "ig_spearman_two_contexts")  # SVA prompts align token for token
+            "exact_contexts_spearman", "ig_spearman_two_contexts",  # SVA prompts align token for token
+            "edge_spearman_exact_local", "graph_edge_spearman", "graph_edge_spearman_exact_local")
     for key in keys:
         assert -1.0 <= result[key] <= 1.0
     assert result["n_edges"] >= 10 and result["n_nodes"] > 100

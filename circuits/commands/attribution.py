@@ -37,7 +37,7 @@ def _validate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from attribution.validate import validate_edges, validate_nodes
+    from attribution.validate import validate_edges, validate_graph_edges, validate_nodes
     from circuits.attribute import attribution_inputs
     from circuits.commands.tasks import resolve_task
     from circuits.models import load_model
@@ -62,6 +62,10 @@ def _validate(args: argparse.Namespace) -> int:
         method: validate_edges(rm, inputs, n_edges=args.edges, steps=args.steps, seed=args.seed, method=method, local="exact")
         for method in ("ig", "atp")
     }
+    graph = {
+        (method, local): validate_graph_edges(rm, inputs, n_edges=args.edges, steps=args.steps, seed=args.seed, method=method, local=local)
+        for method in ("ig", "atp") for local in ("linear", "exact")
+    }
     result = {
         "task": task.name,
         "ig_spearman": nodes.ig_spearman,
@@ -72,6 +76,10 @@ def _validate(args: argparse.Namespace) -> int:
         "atp_edge_spearman": atp_edges.spearman,
         "edge_spearman_exact_local": exact_local["ig"].spearman,
         "atp_edge_spearman_exact_local": exact_local["atp"].spearman,
+        "graph_edge_spearman": graph[("ig", "linear")].spearman,
+        "atp_graph_edge_spearman": graph[("atp", "linear")].spearman,
+        "graph_edge_spearman_exact_local": graph[("ig", "exact")].spearman,
+        "atp_graph_edge_spearman_exact_local": graph[("atp", "exact")].spearman,
         "ig_mode": "inputs",
         "n_nodes": nodes.n_nodes,
         "n_edges": edges.n_edges,
