@@ -77,7 +77,7 @@ class BuildConfig:
     max_nodes: int | None = None
     max_targets: int = 128
     edge_threshold: float = 0.0
-    edge_examples: int | None = 64
+    edge_examples: int | None = None
     rows_per_pass: int = 32
     edge_local: str = "linear"
 

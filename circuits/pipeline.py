@@ -91,7 +91,7 @@ class DiscoverConfig:
     top-N whose faithfulness on ``selection_examples`` fresh examples reaches ``faithfulness`` (with
     ``confidence``: its bootstrap lower bound at that confidence does); it is then evaluated on
     ``n_eval`` held-out examples. Edges are scored on the first ``edge_examples``
-    attribution examples; the edge curve is evaluated on the first ``edge_curve_examples`` held-out ones.
+    attribution examples (None: all); the edge curve is evaluated on the first ``edge_curve_examples`` held-out ones.
     """
 
     task: str = "ioi"
@@ -116,7 +116,7 @@ class DiscoverConfig:
     seed: int = 0
     max_nodes: int | None = None
     max_targets: int = 96
-    edge_examples: int | None = 64
+    edge_examples: int | None = None
     selection_examples: int = 128
     curve_points: int = 8
     edge_curve: bool = True

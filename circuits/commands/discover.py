@@ -50,6 +50,8 @@ def register(sub) -> None:
     d.add_argument("--seed", type=int, default=0, help="attribution seed; evaluation uses seed + 1")
     d.add_argument("--max-nodes", type=int, default=None, help="at most this many nodes in the attributed graph (default: every node of nonzero effect)")
     d.add_argument("--max-targets", type=int, default=96, help="nodes whose incoming edges are scored (default 96)")
+    d.add_argument("--edge-examples", type=int, default=None,
+                   help="score the edges on the first N attribution examples only (default: all of them)")
     d.add_argument("--curve-points", type=int, default=8, help="points of the node curve's log grid (default 8; the chosen size is added)")
     d.add_argument("--no-edge-curve", action="store_true", help="skip edge-level evaluation and the edge curve")
     d.add_argument("--no-labels", action="store_true", help="skip feature labels (top-activating contexts) in the diagram and report")
@@ -101,11 +103,12 @@ def _discover(args: argparse.Namespace) -> int:
     _threads(args.threads)
     config = DiscoverConfig(
         task=args.task, schema=args.schema, model=args.model, dictionaries=args.dictionaries, composition=args.composition,
-        method=args.method, ig_mode=args.ig_mode, edge_local=args.edge_local, steps=args.steps, positions=args.positions, n_nodes=args.nodes,
-        node_threshold=args.node_threshold, faithfulness=args.faithfulness,
+        method=args.method, ig_mode=args.ig_mode, edge_local=args.edge_local, steps=args.steps, positions=args.positions,
+        n_nodes=args.nodes, node_threshold=args.node_threshold, faithfulness=args.faithfulness,
         confidence=args.confidence or None, ablation=args.ablation, ablate_errors=not args.keep_errors,
         ablate_embed=not args.keep_embed, n_attribution=args.examples, n_eval=args.eval_examples, seed=args.seed,
-        max_nodes=args.max_nodes, max_targets=args.max_targets, curve_points=args.curve_points,
+        max_nodes=args.max_nodes, max_targets=args.max_targets, edge_examples=args.edge_examples,
+        curve_points=args.curve_points,
         edge_curve=not args.no_edge_curve, labels=not args.no_labels, label_corpus=args.label_corpus, device=args.device,
     )
     result = discover(config, out=args.out, progress=not args.quiet and not args.json)
