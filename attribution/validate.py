@@ -27,7 +27,7 @@ import torch
 from scipy.stats import spearmanr
 
 from attribution.core import AttributionInputs, check_metric_values
-from attribution.edges import ERROR, Target, decoder_rows, direct_outputs, edge_effects
+from attribution.edges import BUDGET, ERROR, Target, decoder_rows, direct_outputs, edge_effects
 from attribution.nodes import node_effects
 from attribution.positions import PositionMap
 from replacement.model import NodeEdit, ReplacementModel
@@ -212,7 +212,7 @@ def validate_edges(
 
 @torch.no_grad()
 def _graph_path_patch(rm: ReplacementModel, inputs: AttributionInputs, values, positions: PositionMap, edges: list[tuple],
-                      rows: int = 2048) -> torch.Tensor:
+                      rows: int | None = None) -> torch.Tensor:
     """Real effect of aggregated edges ((site, group, idx), (site', group', idx')), averaged over examples.
 
     For each edge and example: the upstream node is patched at every token of its group in the
@@ -227,6 +227,8 @@ def _graph_path_patch(rm: ReplacementModel, inputs: AttributionInputs, values, p
     clean = rm.run(inputs.clean)
     m0 = check_metric_values(inputs.metric(clean.logits, inputs.index()), b)
     decoders = {name: decoder_rows(rm.dictionaries[name], v.f_clean, v.df.dtype) for name, v in values.items()}
+    if rows is None:  # every run records each site's features for every row: bound them like exact local edges
+        rows = max(1, BUDGET // (t * sum(v.df.shape[-1] + 2 * v.de.shape[-1] for v in values.values())))
     per = max(1, rows // b)
     out = []
     for s in range(0, len(edges), per):

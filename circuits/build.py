@@ -347,7 +347,8 @@ def attribute_graph(
         agg, keep, edges, targets, positions,
         metadata={"method": config.method, **dict(metadata), "examples": len(batch),
                   "steps": config.steps if config.method == "ig" else None,
-                  "ig_mode": config.ig_mode if config.method == "ig" else None, "edge_local": config.edge_local},
+                  "ig_mode": config.ig_mode if config.method == "ig" else None, "edge_local": config.edge_local,
+                  "edge_examples": e_inputs.batch_size},
         n_layers=int(rm.model.cfg.n_layers), metric_value=clean_metric,
         metric_label=METRIC_LABELS.get(batch.metric, batch.metric), edge_threshold=config.edge_threshold,
     )

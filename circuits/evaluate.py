@@ -656,6 +656,8 @@ class Evaluator:
         if s.kind in POSITION_MIXING_KINDS:
             return True
         ups = [self.rm.site(u) for u in self._direct_upstream(index)]
+        if not ups:
+            return False  # nothing upstream: the input is the model's own
         start = next((u.layer + (u.kind == "resid") for u in ups if u.kind in STREAM_KINDS), 0)
         replaced = {u.layer for u in ups if u.kind == "attn"}
         return any(layer not in replaced for layer in range(max(start, 0), s.layer + 1))

@@ -308,6 +308,7 @@ def test_exact_local_edges_build_the_graph(rm, batches):
     built = attribute_graph(rm, train, inputs, config, metadata=meta)
     linear = attribute_graph(rm, train, inputs, dataclasses.replace(config, edge_local="linear"), metadata=meta)
     assert built.graph.graph["edge_local"] == "exact" and linear.graph.graph["edge_local"] == "linear"
+    assert built.graph.graph["edge_examples"] == 2
     assert built.targets == linear.targets
     e_inputs, e_nodes, e_positions = first_examples(inputs, built.nodes, built.positions, 2)
     direct = edge_effects(rm, e_inputs, e_nodes, built.targets, e_positions, local="exact")

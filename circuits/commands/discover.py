@@ -45,7 +45,7 @@ def register(sub) -> None:
     d.add_argument("--keep-embed", action=argparse.BooleanOptionalAction, default=True,
                    help="never ablate the embedding, and choose the circuit among the other nodes (default, Sparse Feature "
                    "Circuits' convention); --no-keep-embed ablates it like any other site")
-    d.add_argument("--examples", type=int, default=128, help="attribution examples (default 128; edges are scored on the first 64)")
+    d.add_argument("--examples", type=int, default=128, help="attribution examples (default 128; see --edge-examples)")
     d.add_argument("--eval-examples", type=int, default=64, help="held-out evaluation examples")
     d.add_argument("--seed", type=int, default=0, help="attribution seed; evaluation uses seed + 1")
     d.add_argument("--max-nodes", type=int, default=None, help="at most this many nodes in the attributed graph (default: every node of nonzero effect)")
