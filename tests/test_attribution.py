@@ -64,6 +64,14 @@ def logit_diff_metric(a: int, b: int):
     return metric
 
 
+def random_inputs(seed: int, lengths: list[int], width: int = 7) -> AttributionInputs:
+    """Random clean and counterfactual prompts for the tiny model (vocabulary 12), logit difference 1 - 2."""
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(0, 12, (len(lengths), width), generator=g)
+    corrupted = torch.randint(0, 12, (len(lengths), width), generator=g)
+    return AttributionInputs(clean, torch.tensor(lengths), logit_diff_metric(1, 2), corrupted)
+
+
 def test_methods_agree_where_the_metric_is_linear_in_the_node(linear_model):
     rm = linear_model
     g = torch.Generator().manual_seed(0)
@@ -178,9 +186,8 @@ def test_exact_local_edges_are_path_patching_where_the_metric_is_linear_in_the_t
     from attribution.validate import _path_patch
 
     rm = linear_model
-    g = torch.Generator().manual_seed(1)
-    clean, corrupted = torch.randint(0, 12, (1, 7), generator=g), torch.randint(0, 12, (1, 7), generator=g)
-    inputs = AttributionInputs(clean, torch.full((1,), 7), logit_diff_metric(1, 2), corrupted)
+    inputs = random_inputs(1, [7])
+    clean = inputs.clean
     nodes = node_effects(rm, inputs, method="atp")
     pm = PositionMap.tokens(inputs.clean_lengths, 7)
     last = rm.site_names[-1]
@@ -242,9 +249,7 @@ def test_graph_path_patching_is_the_exact_local_edge_where_both_are_exact(linear
     from attribution.validate import _graph_path_patch, validate_graph_edges
 
     rm = linear_model
-    g = torch.Generator().manual_seed(5)
-    clean, corrupted = torch.randint(0, 12, (3, 7), generator=g), torch.randint(0, 12, (3, 7), generator=g)
-    inputs = AttributionInputs(clean, torch.tensor([7, 6, 7]), logit_diff_metric(1, 2), corrupted)
+    inputs = random_inputs(5, [7, 6, 7])
     nodes = node_effects(rm, inputs, method="atp")
     pm = PositionMap.agnostic(inputs.clean_lengths, 7)
     last = rm.site_names[-1]
@@ -271,9 +276,8 @@ def test_graph_path_patching_is_the_per_example_intervention(linear_model):
     from attribution.validate import _graph_path_patch
 
     rm = linear_model
-    g = torch.Generator().manual_seed(6)
-    clean, corrupted = torch.randint(0, 12, (3, 7), generator=g), torch.randint(0, 12, (3, 7), generator=g)
-    inputs = AttributionInputs(clean, torch.tensor([7, 5, 7]), logit_diff_metric(1, 2), corrupted)
+    inputs = random_inputs(6, [7, 5, 7])
+    clean = inputs.clean
     nodes = node_effects(rm, inputs, method="atp")
     pm = PositionMap.tokens(inputs.clean_lengths, 7)
     edges = [(("L0.resid", 1, int(nodes.values["L0.resid"].df[0, 1].abs().argmax())), ("L1.attn", 4, 3)),
@@ -312,9 +316,7 @@ def test_exact_local_edges_tend_to_the_linear_ones_for_small_changes(linear_mode
     from attribution.core import SiteValues
 
     rm = linear_model
-    g = torch.Generator().manual_seed(4)
-    clean, corrupted = torch.randint(0, 12, (2, 7), generator=g), torch.randint(0, 12, (2, 7), generator=g)
-    inputs = AttributionInputs(clean, torch.full((2,), 7), logit_diff_metric(1, 2), corrupted)
+    inputs = random_inputs(4, [7, 7])
     nodes = node_effects(rm, inputs, method="atp")
     eps = 1e-6
     nodes.values = {n: SiteValues(v.f_clean, v.e_clean, v.f_clean + eps * v.df, v.e_clean + eps * v.de)
@@ -340,9 +342,7 @@ def test_exact_local_edges_aggregate_like_the_scores(linear_model):
     """Token-level exact local edges summed over downstream and upstream positions (and averaged over
     examples) are the position-agnostic ones; fewer rows per run change nothing."""
     rm = linear_model
-    g = torch.Generator().manual_seed(2)
-    clean, corrupted = torch.randint(0, 12, (3, 7), generator=g), torch.randint(0, 12, (3, 7), generator=g)
-    inputs = AttributionInputs(clean, torch.tensor([7, 5, 6]), logit_diff_metric(1, 2), corrupted)
+    inputs = random_inputs(2, [7, 5, 6])
     nodes = node_effects(rm, inputs, method="ig", steps=2)
     tok = PositionMap.tokens(inputs.clean_lengths, 7)
     agn = PositionMap.agnostic(inputs.clean_lengths, 7)
