@@ -311,6 +311,12 @@ def edge_effects(
     return EdgeEffects(incoming, to_metric, positions, counter)
 
 
+def rows_within_budget(values: dict[str, SiteValues], width: int) -> int:
+    """Sequences of ``width`` tokens one forward pass may hold when it records every site's features,
+    error and output (what a run keeps per row), within ``BUDGET`` numbers."""
+    return max(1, BUDGET // (width * sum(v.df.shape[-1] + 2 * v.de.shape[-1] for v in values.values())))
+
+
 def direct_outputs(
     values: dict[str, SiteValues], clean_outputs: dict[str, torch.Tensor], decoders: dict[str, torch.Tensor],
     nodes: list[tuple[str, int, int, int]],
@@ -407,8 +413,7 @@ def _exact_local_edges(
     upstream = active_nodes(values, keep)
     t = inputs.clean.shape[1]
     if rows_per_run is None:
-        per_row = t * sum(v.df.shape[-1] + 2 * v.de.shape[-1] for v in values.values())
-        rows_per_run = max(1, BUDGET // per_row)
+        rows_per_run = rows_within_budget(values, t)
     for i in tqdm(range(0, len(upstream), rows_per_run), desc="exact local edges", disable=not progress, leave=False):
         chunk = upstream[i : i + rows_per_run]
         n = len(chunk)

@@ -27,7 +27,7 @@ import torch
 from scipy.stats import spearmanr
 
 from attribution.core import AttributionInputs, check_metric_values
-from attribution.edges import BUDGET, ERROR, Target, decoder_rows, direct_outputs, edge_effects
+from attribution.edges import ERROR, Target, decoder_rows, edge_effects, rows_within_budget
 from attribution.nodes import node_effects
 from attribution.positions import PositionMap
 from replacement.model import NodeEdit, ReplacementModel
@@ -128,37 +128,34 @@ def _single(inputs: AttributionInputs, b: int) -> AttributionInputs:
     )
 
 
-@torch.no_grad()
-def _path_patch(rm: ReplacementModel, inputs: AttributionInputs, values, edges: list[tuple]) -> torch.Tensor:
-    """Real effect of each edge ((site, pos, idx), (site', pos', idx')) on a single example."""
-    n = len(edges)
-    toks = inputs.clean.repeat(n, 1)
-    clean = rm.run(inputs.clean)
-    # 1. the upstream node patched with every site passing on its clean output: the downstream
-    #    node's new value from the upstream node's direct contribution alone
-    decoders = {name: decoder_rows(rm.dictionaries[name], v.f_clean, v.df.dtype) for name, v in values.items()}
-    outputs = direct_outputs(values, {m: r.output for m, r in clean.records.items()}, decoders,
-                             [(u[0], 0, u[1], u[2]) for u, _ in edges])
-    recs = rm.run(toks, outputs=outputs).records
-    # 2. that value patched into an otherwise clean run
-    edits2: dict[str, NodeEdit] = {}
-    dev = toks.device
-    for name in {d[0] for _, d in edges}:
-        new_f, new_e = recs[name].features, recs[name].error
-        fmask = torch.zeros_like(new_f, dtype=torch.bool)
-        emask = torch.zeros(n, toks.shape[1], dtype=torch.bool, device=dev)
-        for j, (_, d) in enumerate(edges):
-            if d[0] != name:
-                continue
-            if d[2] == ERROR:
-                emask[j, d[1]] = True
-            else:
-                fmask[j, d[1], d[2]] = True
-        edits2[name] = NodeEdit(new_f, fmask, new_e, emask)
-    index = torch.zeros(n, dtype=torch.long, device=dev)
-    base = inputs.metric(clean.logits, index[:1])
-    patched = inputs.metric(rm.run(toks, edits2).logits, index)
-    return patched - base
+def _largest_targets(rm: ReplacementModel, features, errors, per_site: int) -> list[Target]:
+    """The ``per_site`` feature nodes of largest |effect| and the 2 largest error nodes of every site but
+    the first; ``features(site)`` [positions, d_sae] and ``errors(site)`` [positions] give the effects."""
+    targets = []
+    for site in rm.site_names[1:]:
+        f = features(site)
+        top = f.abs().flatten().argsort(descending=True)[:per_site]
+        targets += [Target(site, int(i) // f.shape[1], int(i) % f.shape[1]) for i in top if float(f.flatten()[i]) != 0]
+        e = errors(site)
+        targets += [Target(site, int(p), ERROR) for p in e.abs().argsort(descending=True)[:2]]
+    return targets
+
+
+def _sample(cands: list, k: int, rng: random.Random) -> list:
+    """Half of ``k`` from the strongest candidates (by |last item|), half uniformly from the rest."""
+    cands = sorted(cands, key=lambda c: -abs(c[-1]))
+    k = min(k, len(cands))
+    return cands[: k // 2] + rng.sample(cands[k // 2 :], min(k - k // 2, len(cands) - k // 2))
+
+
+def _validation(scores: torch.Tensor, real: torch.Tensor, sources: list[str]) -> EdgeValidation:
+    """Overall Spearman correlation, and by upstream site where a site has at least 10 sampled edges."""
+    by_site = {}
+    for site in dict.fromkeys(sources):
+        sel = [i for i, s in enumerate(sources) if s == site]
+        if len(sel) >= 10:
+            by_site[site] = _spearman(scores[sel], real[sel])
+    return EdgeValidation(_spearman(scores, real), len(scores), by_site)
 
 
 def validate_edges(
@@ -177,43 +174,23 @@ def validate_edges(
         one = _single(inputs, b)
         nodes = node_effects(rm, one, method=method, steps=steps)
         pm = PositionMap.tokens(one.clean_lengths, one.clean.shape[1])
-        targets = []
-        for site in rm.site_names[1:]:
-            f = nodes.features[site][0]
-            top = f.abs().flatten().argsort(descending=True)[:targets_per_site]
-            targets += [Target(site, int(i) // f.shape[1], int(i) % f.shape[1]) for i in top if float(f.flatten()[i]) != 0]
-            e = nodes.errors[site][0]
-            targets += [Target(site, int(p), ERROR) for p in e.abs().argsort(descending=True)[:2]]
+        targets = _largest_targets(rm, lambda site: nodes.features[site][0], lambda site: nodes.errors[site][0], targets_per_site)
         ee = edge_effects(rm, one, nodes, targets, pm, jacobian_steps=jacobian_steps, local=local)
-        cands = []
-        for tgt, by_site in ee.incoming.items():
-            for site, (f, e) in by_site.items():
-                for p, i in torch.nonzero(f.abs() > 0, as_tuple=False).tolist():
-                    cands.append(((site, p, i), (tgt.site, tgt.position, tgt.index), float(f[p, i])))
-                for p in torch.nonzero(e.abs() > 0, as_tuple=True)[0].tolist():
-                    cands.append(((site, p, ERROR), (tgt.site, tgt.position, tgt.index), float(e[p])))
-        if not cands:
+        chosen = _sample([c for c in ee.edges() if c[1] is not None], per_example, rng)
+        if not chosen:
             continue
-        # half the sample from the strongest edges, half uniformly from the rest
-        cands.sort(key=lambda c: -abs(c[2]))
-        k = min(per_example, len(cands))
-        chosen = cands[: k // 2] + rng.sample(cands[k // 2 :], min(k - k // 2, len(cands) - k // 2))
-        r = _path_patch(rm, one, nodes.values, [(c[0], c[1]) for c in chosen])
+        r = _graph_path_patch(rm, one, nodes.values, pm, [(c[0], c[1]) for c in chosen])
         scores += [c[2] for c in chosen]
         real += r.tolist()
         sources += [c[0][0] for c in chosen]
-    by_site = {}
-    for site in dict.fromkeys(sources):
-        sel = [i for i, s in enumerate(sources) if s == site]
-        if len(sel) >= 10:
-            by_site[site] = _spearman(torch.tensor([scores[i] for i in sel]), torch.tensor([real[i] for i in sel]))
-    return EdgeValidation(_spearman(torch.tensor(scores), torch.tensor(real)), len(scores), by_site)
+    return _validation(torch.tensor(scores), torch.tensor(real), sources)
 
 
 @torch.no_grad()
 def _graph_path_patch(rm: ReplacementModel, inputs: AttributionInputs, values, positions: PositionMap, edges: list[tuple],
                       rows: int | None = None) -> torch.Tensor:
-    """Real effect of aggregated edges ((site, group, idx), (site', group', idx')), averaged over examples.
+    """Real effect of aggregated edges ((site, group, idx), (site', group', idx')), averaged over examples
+    (with a token map on one example: the path patching of single token-level edges).
 
     For each edge and example: the upstream node is patched at every token of its group in the
     downstream site's input only (every other site passing on its clean output), the downstream
@@ -227,9 +204,7 @@ def _graph_path_patch(rm: ReplacementModel, inputs: AttributionInputs, values, p
     clean = rm.run(inputs.clean)
     m0 = check_metric_values(inputs.metric(clean.logits, inputs.index()), b)
     decoders = {name: decoder_rows(rm.dictionaries[name], v.f_clean, v.df.dtype) for name, v in values.items()}
-    if rows is None:  # every run records each site's features for every row: bound them like exact local edges
-        rows = max(1, BUDGET // (t * sum(v.df.shape[-1] + 2 * v.de.shape[-1] for v in values.values())))
-    per = max(1, rows // b)
+    per = max(1, (rows_within_budget(values, t) if rows is None else rows) // b)
     out = []
     for s in range(0, len(edges), per):
         chunk = edges[s : s + per]
@@ -272,24 +247,11 @@ def validate_graph_edges(
     rng = random.Random(seed)
     positions = positions or PositionMap.agnostic(inputs.clean_lengths, inputs.clean.shape[1])
     nodes = node_effects(rm, inputs, method=method, steps=steps)
-    targets = []
-    for site in rm.site_names[1:]:
-        f = positions.aggregate(nodes.features[site])
-        top = f.abs().flatten().argsort(descending=True)[:targets_per_site]
-        targets += [Target(site, int(i) // f.shape[1], int(i) % f.shape[1]) for i in top if float(f.flatten()[i]) != 0]
-        e = positions.aggregate(nodes.errors[site])
-        targets += [Target(site, int(p), ERROR) for p in e.abs().argsort(descending=True)[:2]]
+    targets = _largest_targets(rm, lambda site: positions.aggregate(nodes.features[site]),
+                               lambda site: positions.aggregate(nodes.errors[site]), targets_per_site)
     ee = edge_effects(rm, inputs, nodes, targets, positions, local=local)
-    cands = sorted([c for c in ee.edges() if c[1] is not None], key=lambda c: -abs(c[2]))
-    k = min(n_edges, len(cands))
-    chosen = cands[: k // 2] + rng.sample(cands[k // 2 :], min(k - k // 2, len(cands) - k // 2))
+    chosen = _sample([c for c in ee.edges() if c[1] is not None], n_edges, rng)
     if len(chosen) < 3:
         return EdgeValidation(float("nan"), len(chosen))
     real = _graph_path_patch(rm, inputs, nodes.values, positions, [(u, d) for u, d, _ in chosen])
-    scores = torch.tensor([c[2] for c in chosen], dtype=real.dtype)
-    by_site = {}
-    for site in dict.fromkeys(c[0][0] for c in chosen):
-        sel = [i for i, c in enumerate(chosen) if c[0][0] == site]
-        if len(sel) >= 10:
-            by_site[site] = _spearman(scores[sel], real[sel])
-    return EdgeValidation(_spearman(scores, real), len(chosen), by_site)
+    return _validation(torch.tensor([c[2] for c in chosen], dtype=real.dtype), real, [c[0][0] for c in chosen])

@@ -183,7 +183,7 @@ def test_exact_local_edges_are_path_patching_where_the_metric_is_linear_in_the_t
     edge is the real path-patching effect, computed here by hand (the upstream node's change added
     to the downstream site's input, the downstream feature re-encoded and patched into a clean run)
     and by the validation's path patching."""
-    from attribution.validate import _path_patch
+    from attribution.validate import _graph_path_patch
 
     rm = linear_model
     inputs = random_inputs(1, [7])
@@ -200,7 +200,7 @@ def test_exact_local_edges_are_path_patching_where_the_metric_is_linear_in_the_t
         by_kind.setdefault((u[0], d[2] == ERROR), []).append((u, d, w))
     sample = [e for group in by_kind.values() for e in sorted(group, key=lambda e: -abs(e[2]))[:6]]
     assert len(sample) >= 12 and any(d[2] == ERROR for _, d, _ in sample)
-    real = _path_patch(rm, inputs, nodes.values, [(u, d) for u, d, _ in sample])
+    real = _graph_path_patch(rm, inputs, nodes.values, pm, [(u, d) for u, d, _ in sample])
     assert torch.allclose(torch.tensor([w for _, _, w in sample], dtype=real.dtype), real, atol=1e-9, rtol=1e-7)
     assert real.abs().max() > 1e-3
     # by hand, for the feature targets: L1.resid reads the residual stream, the sum of what L0.resid,
