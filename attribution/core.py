@@ -26,8 +26,8 @@ class AttributionError(ValueError):
     """Bad input to attribution: a metric that is not one finite value per example, mismatched batches, ..."""
 
 
-def check_metric_values(values: torch.Tensor, n: int) -> torch.Tensor:
-    """Raise unless ``values`` is one finite number per sequence."""
+def check_metric_values(values: torch.Tensor, n: int, grad: bool = False) -> torch.Tensor:
+    """Raise unless ``values`` is one finite number per sequence (``grad``: and differentiable in the logits)."""
     if not isinstance(values, torch.Tensor):
         raise AttributionError(f"the metric must return a tensor, it returned {type(values).__name__}")
     if values.shape != (n,):
@@ -36,6 +36,10 @@ def check_metric_values(values: torch.Tensor, n: int) -> torch.Tensor:
         )
     if not torch.isfinite(values).all():
         raise AttributionError("the metric returned NaN or inf")
+    if grad and not values.requires_grad:
+        raise AttributionError(
+            "the metric has no gradient: it must be differentiable in the logits (no argmax, .item() or .detach())"
+        )
     return values
 
 
@@ -53,6 +57,8 @@ class AttributionInputs:
         b, t = self.clean.shape
         if self.clean_lengths.shape != (b,):
             raise AttributionError(f"clean_lengths must have shape [{b}], got {list(self.clean_lengths.shape)}")
+        if b and (int(self.clean_lengths.min()) < 1 or int(self.clean_lengths.max()) > t):
+            raise AttributionError(f"clean_lengths must lie between 1 and the batch width {t}")
         if self.corrupted is not None:
             if self.corrupted.shape[0] != b:
                 raise AttributionError(f"{b} clean examples but {self.corrupted.shape[0]} corrupted ones")
@@ -68,6 +74,14 @@ class AttributionInputs:
                 raise AttributionError(
                     f"corrupted_position must have shape [{b}, {t}], got {list(self.corrupted_position.shape)}"
                 )
+            self.corrupted_position = self.corrupted_position.to(self.clean.device)
+            valid = self.valid
+            if bool((self.corrupted_position[valid] < 0).any()):
+                raise AttributionError(
+                    "corrupted_position is negative on a real token: every clean token needs a counterfactual position"
+                )
+            if bool((self.corrupted_position[~valid] != -1).any()):
+                raise AttributionError("corrupted_position must be -1 on padding")
             if int(self.corrupted_position.max()) >= self.corrupted.shape[1]:
                 raise AttributionError("corrupted_position points past the end of the corrupted prompts")
 
@@ -128,8 +142,8 @@ def site_values(rm: ReplacementModel, inputs: AttributionInputs, baseline: str =
         corr = rm.activations(inputs.corrupted)
     elif baseline == "mean":
         means = rm.mean_activations(inputs.clean, inputs.clean_lengths, per_position=False)
-    m = valid[..., None].float()
     for name, rec in clean.items():
+        m = valid[..., None].to(rec.features.dtype)
         f_c, e_c = rec.features * m, rec.error * m
         if baseline == "corrupted":
             f_t = align(corr[name].features, inputs.corrupted_position)

@@ -216,11 +216,22 @@ def edge_effects(
         raise AttributionError("jacobian_steps applies to linear edges only; exact local changes need no derivative")
     if not nodes.grads:
         raise AttributionError("edge effects need node effects computed with 'atp' or 'ig' (they carry the gradients)")
+    if jacobian_steps > 1 and nodes.baseline != "corrupted":
+        raise AttributionError("jacobian_steps > 1 averages along the input path to the counterfactual prompt; it needs the 'corrupted' baseline")
     targets = list(dict.fromkeys(targets))  # a target listed twice is one target
     site_order = {s: i for i, s in enumerate(rm.site_names)}
+    if tuple(positions.group.shape) != tuple(inputs.clean.shape):
+        raise AttributionError(
+            f"the position map is [{', '.join(map(str, positions.group.shape))}] but the batch is "
+            f"[{', '.join(map(str, inputs.clean.shape))}]"
+        )
     for t in targets:
         if t.site not in site_order:
             raise AttributionError(f"unknown site {t.site!r} in edge targets; sites are {', '.join(rm.site_names)}")
+        if not 0 <= t.position < positions.n_positions:
+            raise AttributionError(f"edge target {t}: position must lie in [0, {positions.n_positions}) ({positions.mode} positions)")
+        if not ERROR <= t.index < rm.d_sae(t.site):
+            raise AttributionError(f"edge target {t}: index must be a feature of {t.site} (< {rm.d_sae(t.site)}) or {ERROR} for its error")
     if local == "exact":
         return _exact_local_edges(rm, inputs, nodes, targets, positions, rows_per_run, progress)
     counter = PassCounter()
@@ -260,7 +271,7 @@ def edge_effects(
         names = list(recs)
         outputs = [recs[n].output for n in names]
         # Direct edges into the metric: one backward of the metric.
-        m = inputs.metric(run.logits, inputs.index()).sum()
+        m = check_metric_values(inputs.metric(run.logits, inputs.index()), inputs.batch_size, grad=True).sum()
         grads = torch.autograd.grad(m, outputs, retain_graph=True, allow_unused=True)
         counter.backward += 1
         for n, g in zip(names, grads):

@@ -10,7 +10,11 @@ mean). Methods:
   backward pass: ``steps`` forward+backward passes in all. ``ig_mode="per-site"`` interpolates one
   site at a time (features and error jointly, the other sites computing freely), as Sparse
   Feature Circuits does: ``sites x steps`` passes. Both average the gradient at the midpoints
-  ``alpha = (k + 1/2) / steps``.
+  ``alpha = (k + 1/2) / steps``. Where clean and counterfactual prompts differ in length, the
+  input path ends at the counterfactual embeddings moved onto the clean positions
+  (``corrupted_position``), which is close to but not the counterfactual run; the per-site path
+  ends exactly at each site's aligned counterfactual values. A zero or mean baseline has no input
+  to interpolate towards and needs ``ig_mode="per-site"``.
 - ``exact``: real patching of each node on its own (ground truth; costly).
 """
 
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 METHODS = ("atp", "ig", "exact")
 IG_MODES = ("inputs", "per-site")
 EMBED_HOOK = "blocks.0.hook_resid_pre"
+HALF = (torch.float16, torch.bfloat16)  # gradients summed over steps in float32
 
 
 @dataclass
@@ -65,6 +70,7 @@ class NodeEffects:
     metric_clean: torch.Tensor | None = None
     metric_target: torch.Tensor | None = None
     passes: PassCounter = field(default_factory=PassCounter)
+    baseline: str = "corrupted"
 
     @property
     def sites(self) -> list[str]:
@@ -86,7 +92,7 @@ def _effects_from_grads(rm: ReplacementModel, values: dict[str, SiteValues], gra
 
 
 def _metric(inputs: AttributionInputs, logits: torch.Tensor, repeats: int = 1) -> torch.Tensor:
-    return check_metric_values(inputs.metric(logits, inputs.index(repeats)), logits.shape[0])
+    return check_metric_values(inputs.metric(logits, inputs.index(repeats)), logits.shape[0], grad=logits.requires_grad)
 
 
 def _grads_atp(rm: ReplacementModel, inputs: AttributionInputs, counter: PassCounter) -> dict[str, torch.Tensor]:
@@ -112,7 +118,7 @@ def _grads_ig_inputs(
     for i in tqdm(range(0, steps, per), desc="integrated gradients", disable=not progress, leave=False):
         group = alphas[i : i + per]
         k = len(group)
-        a = torch.tensor(group, device=inputs.clean.device).repeat_interleave(b)[:, None, None]
+        a = torch.tensor(group, device=x0[0].device, dtype=x0[0].dtype).repeat_interleave(b)[:, None, None]
         start, end = x0[0].repeat(k, 1, 1), x0[1].repeat(k, 1, 1)
         interp = start + a * (end - start)
         hook = (EMBED_HOOK, lambda x, hook, v=interp: v)
@@ -122,9 +128,9 @@ def _grads_ig_inputs(
         counter.forward += k
         counter.backward += k
         for name, g in grads.items():
-            g = g.detach().view(k, b, *g.shape[1:]).sum(0)
+            g = g.detach().view(k, b, *g.shape[1:]).sum(0, dtype=torch.float32 if g.dtype in HALF else g.dtype)
             total[name] = total.get(name, 0) + g
-    return {n: g / steps for n, g in total.items()}
+    return {n: (g / steps).to(x0[0].dtype) for n, g in total.items()}
 
 
 @torch.no_grad()
@@ -159,15 +165,15 @@ def _grads_ig_per_site(
         for i in range(0, steps, per):
             group = alphas[i : i + per]
             k = len(group)
-            a = torch.tensor(group, device=y0.device).repeat_interleave(b)[:, None, None]
+            a = torch.tensor(group, device=y0.device, dtype=y0.dtype).repeat_interleave(b)[:, None, None]
             interp = y0.repeat(k, 1, 1) + a * (y1 - y0).repeat(k, 1, 1)
             run = rm.run(inputs.clean.repeat(k, 1), grad=True, outputs={name: interp})
             m = _metric(inputs, run.logits, k)
             g = run.site_grads(m.sum(), [name])[name]
             counter.forward += k
             counter.backward += k
-            total = total + g.detach().view(k, b, *g.shape[1:]).sum(0)
-        out[name] = total / steps
+            total = total + g.detach().view(k, b, *g.shape[1:]).sum(0, dtype=torch.float32 if g.dtype in HALF else g.dtype)
+        out[name] = (total / steps).to(y0.dtype)
     return out
 
 
@@ -183,7 +189,9 @@ def node_effects(
 ) -> NodeEffects:
     """Effect of every node on the metric, per example and position (see module docstring).
 
-    ``chunk`` bounds the sequences in one forward pass (interpolation steps are batched).
+    ``chunk`` bounds the sequences in one forward pass: interpolation steps are batched up to it
+    (at least one step, the whole batch, per pass); exact patching puts up to ``chunk`` patched
+    nodes in one pass.
     """
     if method not in METHODS:
         raise AttributionError(f"unknown method {method!r}; expected one of {METHODS}")
@@ -191,6 +199,13 @@ def node_effects(
         raise AttributionError(f"steps must be at least 1, got {steps}")
     if ig_mode not in IG_MODES:
         raise AttributionError(f"unknown ig_mode {ig_mode!r}; expected one of {IG_MODES}")
+    if method == "ig" and ig_mode == "inputs" and baseline != "corrupted":
+        raise AttributionError(
+            f"integrated gradients over the inputs interpolate toward the counterfactual prompt, which a "
+            f"{baseline!r} baseline does not have; use ig_mode='per-site'"
+        )
+    if chunk < 1:
+        raise AttributionError(f"chunk must be at least 1, got {chunk}")
     counter = PassCounter()
     values = site_values(rm, inputs, baseline)
     counter.forward += 1 + (baseline == "corrupted")
@@ -205,7 +220,7 @@ def node_effects(
         else:
             grads = _grads_ig_per_site(rm, inputs, values, steps, chunk, counter, progress)
         feats, errs = _effects_from_grads(rm, values, grads)
-    return NodeEffects(feats, errs, method, inputs.valid, values, grads, passes=counter)
+    return NodeEffects(feats, errs, method, inputs.valid, values, grads, passes=counter, baseline=baseline)
 
 
 # ----------------------------------------------------------------------------- exact patching

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 from scipy.stats import spearmanr
+from tqdm.auto import tqdm
 
 from attribution.core import AttributionInputs, check_metric_values
 from attribution.edges import ERROR, Target, decoder_rows, edge_effects, rows_within_budget
@@ -77,21 +78,22 @@ def _reversed(inputs: AttributionInputs, corrupted_lengths: torch.Tensor | None)
 
 def validate_nodes(
     rm: ReplacementModel, inputs: AttributionInputs, steps: int = 10, ig_modes: tuple[str, ...] = ("inputs",),
-    corrupted_lengths: torch.Tensor | None = None,
+    corrupted_lengths: torch.Tensor | None = None, progress: bool = False,
 ) -> NodeValidation:
     """Correlations of atp and ig (each ``ig_modes``; the first is reported as ``ig``) with exact patching.
 
     ``corrupted_lengths``: the counterfactual prompts' lengths; where they align with the clean
     prompts token for token, every node is also patched in the counterfactual run (see the module
     docstring)."""
-    exact = _flat(node_effects(rm, inputs, method="exact"))
+    exact = _flat(node_effects(rm, inputs, method="exact", progress=progress))
     atp_effects = node_effects(rm, inputs, method="atp")
     atp = _flat(atp_effects)
-    igs = {mode: _flat(node_effects(rm, inputs, method="ig", steps=steps, ig_mode=mode)) for mode in ig_modes}
+    igs = {mode: _flat(node_effects(rm, inputs, method="ig", steps=steps, ig_mode=mode, progress=progress)) for mode in ig_modes}
     moved = torch.cat(
         [torch.cat([(v.df.abs() > 0).flatten(), (v.de.abs().amax(-1) > 0).flatten()]) for v in atp_effects.values.values()]
     )
-    top = exact.abs().argsort(descending=True)[:100]
+    # the 100 moved nodes of largest |exact| (a node that does not move has no effect to rank)
+    top = torch.nonzero(moved).flatten()[exact[moved].abs().argsort(descending=True)[:100]]
     extra = {}
     for mode, v in igs.items():
         extra[f"ig_{mode}_spearman"] = _spearman(v[moved], exact[moved])
@@ -100,7 +102,7 @@ def validate_nodes(
     swapped = _reversed(inputs, corrupted_lengths)
     if swapped is not None:
         # moving a node from target to clean in the target run, sign-aligned with clean -> target
-        other = -_flat(node_effects(rm, swapped, method="exact"))
+        other = -_flat(node_effects(rm, swapped, method="exact", progress=progress))
         extra["exact_contexts_spearman"] = _spearman(other[moved], exact[moved])
         extra["ig_spearman_two_contexts"] = _spearman(ig[moved], (exact + other)[moved])
         extra["atp_spearman_two_contexts"] = _spearman(atp[moved], (exact + other)[moved])
@@ -160,7 +162,7 @@ def _validation(scores: torch.Tensor, real: torch.Tensor, sources: list[str]) ->
 
 def validate_edges(
     rm: ReplacementModel, inputs: AttributionInputs, n_edges: int = 240, examples: int = 4, targets_per_site: int = 12,
-    steps: int = 10, seed: int = 0, method: str = "ig", jacobian_steps: int = 1, local: str = "linear",
+    steps: int = 10, seed: int = 0, method: str = "ig", jacobian_steps: int = 1, local: str = "linear", progress: bool = False,
 ) -> EdgeValidation:
     """Spearman correlation of edge effects with path patching over ``n_edges`` sampled edges.
 
@@ -169,13 +171,14 @@ def validate_edges(
     Sites with fewer than 10 sampled outgoing edges get no correlation of their own."""
     rng = random.Random(seed)
     scores, real, sources = [], [], []
-    per_example = max(1, n_edges // examples)
-    for b in range(min(examples, inputs.batch_size)):
+    examples = min(examples, inputs.batch_size)
+    for b in tqdm(range(examples), desc=f"edge validation ({method}, {local})", disable=not progress, leave=False):
+        per_example = n_edges // examples + (b < n_edges % examples)
         one = _single(inputs, b)
         nodes = node_effects(rm, one, method=method, steps=steps)
         pm = PositionMap.tokens(one.clean_lengths, one.clean.shape[1])
         targets = _largest_targets(rm, lambda site: nodes.features[site][0], lambda site: nodes.errors[site][0], targets_per_site)
-        ee = edge_effects(rm, one, nodes, targets, pm, jacobian_steps=jacobian_steps, local=local)
+        ee = edge_effects(rm, one, nodes, targets, pm, jacobian_steps=jacobian_steps, local=local, progress=progress)
         chosen = _sample([c for c in ee.edges() if c[1] is not None], per_example, rng)
         if not chosen:
             continue
@@ -238,7 +241,7 @@ def _graph_path_patch(rm: ReplacementModel, inputs: AttributionInputs, values, p
 
 def validate_graph_edges(
     rm: ReplacementModel, inputs: AttributionInputs, positions: PositionMap | None = None, n_edges: int = 240,
-    targets_per_site: int = 16, steps: int = 10, seed: int = 0, method: str = "ig", local: str = "linear",
+    targets_per_site: int = 16, steps: int = 10, seed: int = 0, method: str = "ig", local: str = "linear", progress: bool = False,
 ) -> EdgeValidation:
     """Edges as the graph holds them (summed over the tokens of a position group and averaged over
     examples; by default one group, position-agnostic) against real path patching of the same
@@ -249,7 +252,7 @@ def validate_graph_edges(
     nodes = node_effects(rm, inputs, method=method, steps=steps)
     targets = _largest_targets(rm, lambda site: positions.aggregate(nodes.features[site]),
                                lambda site: positions.aggregate(nodes.errors[site]), targets_per_site)
-    ee = edge_effects(rm, inputs, nodes, targets, positions, local=local)
+    ee = edge_effects(rm, inputs, nodes, targets, positions, local=local, progress=progress)
     chosen = _sample([c for c in ee.edges() if c[1] is not None], n_edges, rng)
     if len(chosen) < 3:
         return EdgeValidation(float("nan"), len(chosen))

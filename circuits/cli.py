@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 
+from attribution.core import AttributionError
 from circuits.errors import CircuitsError
 from replacement.errors import ReplacementError
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (CircuitsError, ReplacementError) as err:
+    except (CircuitsError, ReplacementError, AttributionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

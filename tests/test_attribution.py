@@ -530,3 +530,61 @@ def test_bad_inputs_are_clear_errors(rm64, ioi):
         edge_effects(rm, ioi, nodes, [], pm, local="sideways")
     with pytest.raises(AttributionError, match="jacobian_steps"):
         edge_effects(rm, ioi, nodes, [], pm, local="exact", jacobian_steps=2)
+
+
+def test_more_bad_inputs_are_clear_errors(rm64, ioi):
+    _, rm = rm64
+    detached = AttributionInputs(ioi.clean, ioi.clean_lengths, lambda logits, idx: ioi.metric(logits, idx).detach(), ioi.corrupted)
+    for method in ("atp", "ig"):
+        with pytest.raises(AttributionError, match="no gradient"):
+            node_effects(rm, detached, method=method, steps=2)
+    with pytest.raises(AttributionError, match="per-site"):
+        node_effects(rm, ioi, method="ig", baseline="zero")
+    zero = node_effects(rm, ioi, method="ig", steps=2, baseline="zero", ig_mode="per-site")
+    assert zero.baseline == "zero"
+    pm = PositionMap.tokens(ioi.clean_lengths, ioi.clean.shape[1])
+    with pytest.raises(AttributionError, match="counterfactual prompt"):
+        edge_effects(rm, ioi, zero, [], pm, jacobian_steps=2)
+    with pytest.raises(AttributionError, match="chunk"):
+        node_effects(rm, ioi, method="exact", chunk=0)
+    # corrupted positions: -1 only on padding, never on a real token
+    pos = ioi.corrupted_position.clone()
+    pos[0, 0] = -1
+    with pytest.raises(AttributionError, match="real token"):
+        AttributionInputs(ioi.clean, ioi.clean_lengths, ioi.metric, ioi.corrupted, pos)
+    with pytest.raises(AttributionError, match="clean_lengths"):
+        AttributionInputs(ioi.clean, ioi.clean_lengths + ioi.clean.shape[1], ioi.metric, ioi.corrupted)
+    # edge targets outside the position map or the dictionary, and a map of another batch
+    nodes = node_effects(rm, ioi, method="atp")
+    site = rm.site_names[-1]
+    with pytest.raises(AttributionError, match="position must lie"):
+        edge_effects(rm, ioi, nodes, [Target(site, pm.n_positions, 0)], pm)
+    with pytest.raises(AttributionError, match="index must be a feature"):
+        edge_effects(rm, ioi, nodes, [Target(site, 0, rm.d_sae(site))], pm)
+    with pytest.raises(AttributionError, match="position map"):
+        edge_effects(rm, ioi, nodes, [], PositionMap.tokens(ioi.clean_lengths, ioi.clean.shape[1] + 1))
+
+
+def test_half_precision_models_run_every_method(toy):
+    """bf16 models: every method runs in the model's dtype and gives the float32 numbers to bf16 precision."""
+    from circuits.models import load_model
+
+    def setup(dtype):
+        loaded = load_model("toy", device="cpu")
+        loaded.model.to(dtype)
+        rm = ReplacementModel(loaded.model, {k: v.to(dtype) for k, v in dictionaries(loaded.model).items()})
+        task = make_task("sva-simple", loaded.tokenizer, n=2)
+        return rm, attribution_inputs(task.batch(loaded.tokenizer.pad_id))
+
+    (rm32, in32), (rm16, in16) = setup(torch.float32), setup(torch.bfloat16)
+    for mode in ("inputs", "per-site"):
+        ref, half = (node_effects(rm, x, method="ig", steps=4, ig_mode=mode) for rm, x in ((rm32, in32), (rm16, in16)))
+        assert all(f.dtype == torch.bfloat16 for f in half.features.values())
+        for site in ref.sites:  # each site's total effect (its nodes summed)
+            a = float(ref.features[site].sum() + ref.errors[site].sum())
+            b = float(half.features[site].float().sum() + half.errors[site].float().sum())
+            assert abs(a - b) < 0.06 * abs(a) + 0.05, (mode, site, a, b)
+    pm = PositionMap.tokens(in16.clean_lengths, in16.clean.shape[1])
+    target = Target(rm16.site_names[-1], int(in16.clean_lengths[0]) - 1, ERROR)
+    for kw in ({}, {"local": "exact"}, {"jacobian_steps": 2}):
+        assert edge_effects(rm16, in16, half, [target], pm, **kw).edges()

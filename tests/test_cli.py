@@ -162,3 +162,11 @@ def test_model_option_with_a_hub_name_offline_is_one_line(
     assert captured.out == ""
     assert captured.err.startswith("error: the weights of 'gpt2' are not available offline")
     assert captured.err.count("\n") == 1
+
+
+def test_validate_attribution_checks_its_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    for flag, value in (("--steps", "0"), ("--edges", "2")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["validate-attribution", "ioi", flag, value])
+        assert exit_info.value.code == 2
+        assert "must be at least" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 
 from circuits.commands import add_model_options, add_output_options
 
@@ -17,6 +18,16 @@ def add_dictionary_options(p: argparse.ArgumentParser) -> None:
                    "transcoders in place of the MLP SAEs")
 
 
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
 def register(sub) -> None:
     p = sub.add_parser("validate-attribution", help="compare atp / ig node and edge effects with real patching")
     p.add_argument("task", help="built-in task name or JSONL file")
@@ -24,9 +35,11 @@ def register(sub) -> None:
     add_model_options(p)
     add_dictionary_options(p)
     add_output_options(p)
-    p.add_argument("-n", "--examples", type=int, default=8, help="examples for node validation (exact patching is costly)")
-    p.add_argument("--steps", type=int, default=10, help="integrated-gradient steps")
-    p.add_argument("--edges", type=int, default=240, help="sampled edges checked against path patching (>= 200)")
+    p.add_argument("-n", "--examples", type=int, default=8,
+                   help="examples validated (exact patching is costly); token-level edges use the first 4 of them")
+    p.add_argument("--steps", type=_at_least(1), default=10, help="integrated-gradient steps")
+    p.add_argument("--edges", type=_at_least(3), default=240,
+                   help="sampled edges checked against path patching (default 240; use >= 200 for a stable correlation)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--float32", action="store_true", help="validate in float32 (default float64, so that tiny exact effects are not rounding noise)")
     p.set_defaults(func=_validate)
@@ -55,15 +68,15 @@ def _validate(args: argparse.Namespace) -> int:
     batch = task.batch(loaded.tokenizer.pad_id, task.examples[: args.examples])
     inputs = attribution_inputs(batch, device=loaded.device)
     t0 = time.perf_counter()
-    nodes = validate_nodes(rm, inputs, steps=args.steps, ig_modes=("inputs", "per-site"), corrupted_lengths=batch.corrupted_lengths)
-    edges = validate_edges(rm, inputs, n_edges=args.edges, steps=args.steps, seed=args.seed)
-    atp_edges = validate_edges(rm, inputs, n_edges=args.edges, steps=args.steps, seed=args.seed, method="atp")
-    exact_local = {
-        method: validate_edges(rm, inputs, n_edges=args.edges, steps=args.steps, seed=args.seed, method=method, local="exact")
-        for method in ("ig", "atp")
-    }
+    progress = not args.quiet
+    nodes = validate_nodes(rm, inputs, steps=args.steps, ig_modes=("inputs", "per-site"), corrupted_lengths=batch.corrupted_lengths,
+                           progress=progress)
+    common = dict(n_edges=args.edges, steps=args.steps, seed=args.seed, progress=progress)
+    edges = validate_edges(rm, inputs, **common)
+    atp_edges = validate_edges(rm, inputs, method="atp", **common)
+    exact_local = {method: validate_edges(rm, inputs, method=method, local="exact", **common) for method in ("ig", "atp")}
     graph = {
-        (method, local): validate_graph_edges(rm, inputs, n_edges=args.edges, steps=args.steps, seed=args.seed, method=method, local=local)
+        (method, local): validate_graph_edges(rm, inputs, method=method, local=local, **common)
         for method in ("ig", "atp") for local in ("linear", "exact")
     }
     result = {
@@ -91,7 +104,8 @@ def _validate(args: argparse.Namespace) -> int:
         "seconds": round(time.perf_counter() - t0, 2),
     }
     if args.json:
-        print(json.dumps(result))
+        # a correlation that cannot be computed (too few nodes or edges) is null, not the invalid NaN
+        print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()}))
     else:
         for k, v in result.items():
             print(f"{k:<32} {v:.4f}" if isinstance(v, float) else f"{k:<32} {v}")
