@@ -250,7 +250,8 @@ class Curve:
 
 
 def nodes_needed(curve: Curve, level: float) -> int | None:
-    """The smallest size in nodes whose faithfulness is at least ``level``; None if no point reaches it."""
+    """The smallest size on the curve's grid (in nodes) whose faithfulness is at least ``level``; None if
+    no point reaches it. An upper bound on the smallest such circuit: sizes between grid points are not tried."""
     sizes = [s for s, f in zip(curve.sizes_nodes, curve.faithfulness) if f >= level]
     return min(sizes) if sizes else None
 

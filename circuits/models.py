@@ -29,6 +29,24 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch device (default: :func:`default_device`), refused at once if it is not available."""
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ModelLoadError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r}: no CUDA device is available to this PyTorch; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelLoadError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ModelLoadError(f"device {device!r}: MPS is not available here; use --device cpu")
+    return dev
+
+
 class HFTokenizer:
     """Adapter giving a HuggingFace tokenizer the interface tasks use (BOS first, words with spaces)."""
 
@@ -99,7 +117,7 @@ def _offline_error(name: str) -> ModelLoadError:
 def load_model(name: str = TOY, device: str | torch.device | None = None, hf_model: Any = None, hf_tokenizer: Any = None) -> LoadedModel:
     """The toy model (``"toy"``, the default), a folder with a saved toy model, or a HuggingFace
     causal LM by name or as a ready ``hf_model`` (with ``hf_tokenizer``) wrapped in a TransformerBridge."""
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     if hf_model is None and name == TOY:
         from circuits.toy.model import load_model as load_toy
 

@@ -59,7 +59,7 @@ from circuits.graph import (
 from circuits.labels import label_circuit
 from circuits.models import TOY, LoadedModel, load_model
 from circuits.prune import PruneResult, prune_by_threshold, prune_top_nodes
-from circuits.replaced import COMPOSITIONS, NEURONS
+from circuits.replaced import COMPOSITIONS, NEURONS, check_dictionaries
 from circuits.replaced import load_dictionaries as load_named_dictionaries
 from circuits.tasks import TASKS, Task, TaskBatch, make_task
 from replacement.model import ReplacementModel
@@ -192,6 +192,7 @@ def load_setup(config: DiscoverConfig, model_name: str | None = None, dictionari
     """Load the model and its dictionaries (``model_name`` / ``dictionaries`` override the config's)."""
     name = model_name or config.model
     source = dictionaries if dictionaries is not None else config.dictionaries
+    check_dictionaries(source)  # a missing folder is reported before the model loads
     loaded = load_model(name, device=config.device)
     ds = load_dictionaries(loaded, source, config.composition)
     ds.validate_for(loaded.model)
@@ -256,6 +257,9 @@ def load_data(
             ev = Task(task.name, exs[n_attribution + n_selection :][:n_eval], task.metric, task.description)
         else:
             n_first = min(n_attribution, len(task) // 2) if len(task) < n_attribution + n_eval else n_attribution
+            if len(task) < n_attribution + n_eval:
+                log.warning("%s has %d examples, fewer than %d attribution + %d evaluation: using %d for attribution "
+                            "and %d held out", spec, len(task), n_attribution, n_eval, n_first, min(n_eval, len(task) - n_first))
             attr, rest = task.split(n_first)
             ev = Task(rest.name, rest.examples[:n_eval], rest.metric, rest.description)
         eval_seed = None

@@ -18,6 +18,14 @@ COMPOSITIONS: dict[str, tuple[str, ...]] = {
 NEURONS = "neurons"
 
 
+def check_dictionaries(dictionaries: str | None) -> None:
+    """Refuse a dictionary-set folder that does not exist, before any model is loaded."""
+    from replacement.dictionaries import check_set_folder
+
+    if dictionaries is not None and dictionaries != NEURONS and not dictionaries.startswith("release:"):
+        check_set_folder(dictionaries)
+
+
 def load_dictionaries(loaded: LoadedModel, dictionaries: str | None = None):
     """The dictionary set named by ``dictionaries``: ``None`` (the shipped toy set, for the toy
     model), ``"neurons"`` (identity dictionaries: the neuron baseline), a folder, or

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -34,6 +35,24 @@ NON_SPAN_COLUMNS = ("prompt", "length")
 
 def read_schema_csv(path: str | Path) -> list[tuple[str, Schema]]:
     """Each row's prompt and schema; errors name the file and line."""
+    return [(prompt, row.schema()) for prompt, row in _read_schema_rows(path)]
+
+
+@dataclass
+class _SchemaRow:
+    """One CSV row before its spans are checked (a task file first checks its length against the prompt)."""
+
+    names: list[str]
+    starts: list[int]
+    length: int
+    source: str
+    line: int
+
+    def schema(self) -> Schema:
+        return Schema.from_starts(self.names, self.starts, self.length, source=self.source, line=self.line)
+
+
+def _read_schema_rows(path: str | Path) -> list[tuple[str, _SchemaRow]]:
     path = Path(path)
     src = str(path)
     _require_file(path)
@@ -54,7 +73,7 @@ def read_schema_csv(path: str | Path) -> list[tuple[str, Schema]]:
                 length = int(row["length"])
             except (TypeError, ValueError):
                 raise TaskError("span starts and length must be integers", source=src, line=line) from None
-            rows.append((row["prompt"], Schema.from_starts(span_cols, starts, length, source=src, line=line)))
+            rows.append((row["prompt"], _SchemaRow(span_cols, starts, length, src, line)))
     return rows
 
 
@@ -158,10 +177,10 @@ def load_task(
     return Task(task_name, examples, metric)
 
 
-def _schema_rows(path: str | Path | None, n: int, src: str) -> list[tuple[str, Schema]] | None:
+def _schema_rows(path: str | Path | None, n: int, src: str) -> list[tuple[str, _SchemaRow]] | None:
     if path is None:
         return None
-    rows = read_schema_csv(path)
+    rows = _read_schema_rows(path)
     if len(rows) != n:
         raise TaskError(f"the schema file {path} has {len(rows)} rows for {n} examples", source=src)
     return rows
@@ -170,15 +189,15 @@ def _schema_rows(path: str | Path | None, n: int, src: str) -> list[tuple[str, S
 def _pick_schema(rows, k: int, prompt: str, ids: list[int], path, line: int) -> Schema:
     if rows is None:
         return per_token_schema(len(ids))
-    row_prompt, schema = rows[k]
+    row_prompt, row = rows[k]
     csv_line = k + 2
     if row_prompt.strip() != prompt.strip():
         raise SchemaError(f"row prompt {row_prompt!r} does not match the task's line {line} {prompt!r}", source=str(path), line=csv_line)
-    if schema.length != len(ids):
+    if row.length != len(ids):
         raise SchemaError(
-            f"length {schema.length} but {prompt!r} is {len(ids)} tokens (BOS included)", source=str(path), line=csv_line
+            f"length {row.length} but {prompt!r} is {len(ids)} tokens (BOS included)", source=str(path), line=csv_line
         )
-    return schema
+    return row.schema()
 
 
 def _spaced(answer: str) -> str:

@@ -706,12 +706,22 @@ def _check_kind_matches(site: Site, dictionary: Any, what: str) -> None:
         raise DictionaryError(f"{what}: site {site.name} needs an SAE, got a transcoder")
 
 
-def _read_index(path: Path) -> dict[str, Any]:
+def check_set_folder(path: str | Path) -> Path:
+    """``path`` if it looks like a dictionary-set folder (a folder with an index); a clear error otherwise.
+    Cheap: callers check before loading a model."""
+    path = Path(path)
     if not path.is_dir():
         raise DictionaryError(f"dictionary set {path} does not exist; give a folder written by `circuits dictionaries train`")
-    index_path = path / INDEX_FILE
-    if not index_path.exists():
-        raise DictionaryError(f"{path} has no {INDEX_FILE}; a dictionary set folder needs one (write sets with DictionarySet.save)")
+    if not (path / INDEX_FILE).exists():
+        raise DictionaryError(
+            f"{path} has no {INDEX_FILE}, so it is not a dictionary set; give a folder written by "
+            "`circuits dictionaries train` (or DictionarySet.save)"
+        )
+    return path
+
+
+def _read_index(path: Path) -> dict[str, Any]:
+    index_path = check_set_folder(path) / INDEX_FILE
     try:
         index = json.loads(index_path.read_text())
     except json.JSONDecodeError as err:

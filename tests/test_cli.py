@@ -170,3 +170,44 @@ def test_validate_attribution_checks_its_numbers(capsys: pytest.CaptureFixture[s
             main(["validate-attribution", "ioi", flag, value])
         assert exit_info.value.code == 2
         assert "must be at least" in capsys.readouterr().err
+
+
+def test_an_unavailable_device_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, words in (("cuda", "no CUDA device"), ("quantum", "unknown device")):
+        assert main(["toy", "eval", "--tasks", "ioi", "-n", "2", "--device", device]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and words in err
+
+
+def test_a_missing_dictionary_folder_is_reported_before_the_model_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import circuits.models
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the dictionaries were checked")
+
+    monkeypatch.setattr(circuits.models, "load_model", no_model)
+    monkeypatch.setattr("circuits.pipeline.load_model", no_model)
+    (tmp_path / "empty").mkdir()
+    for argv, words in (
+        (["discover", "ioi", "--dictionaries", str(tmp_path / "nope"), "--out", str(tmp_path / "run")], "does not exist"),
+        (["discover", "ioi", "--dictionaries", str(tmp_path / "empty"), "--out", str(tmp_path / "run")], "no index.json"),
+        (["validate-attribution", "ioi", "--dictionaries", str(tmp_path / "nope")], "does not exist"),
+        (["dictionaries", "report", "--dictionaries", str(tmp_path / "nope")], "does not exist"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and words in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_never_overwrites_the_shipped_copy_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["toy", "train"], ["dictionaries", "train"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert "--out" in capsys.readouterr().err

@@ -214,6 +214,12 @@ def test_schema_length_that_does_not_match_the_prompt(
     with pytest.raises(SchemaError) as err:
         load_task(path, toy_tokenizer, schema=schema)
     _assert_names(err, schema, 2, "length 7", "6 tokens")
+    # a wrong length alone (spans unchanged) is reported as the length, not as a span that no longer fits
+    for length in (9, 5):
+        schema = write_text(SFC_SCHEMA.replace(",5,6\n", f",5,{length}\n"), f"len{length}.csv")
+        with pytest.raises(SchemaError) as err:
+            load_task(path, toy_tokenizer, schema=schema)
+        _assert_names(err, schema, 2, f"length {length}", "6 tokens")
 
 
 def test_schema_row_for_another_prompt(write_jsonl: Callable, write_text: Callable, toy_tokenizer: WordTokenizer) -> None:

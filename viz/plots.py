@@ -123,7 +123,7 @@ def _panel(ax: Axes, curve: Mapping[str, Any], size_key: str, xlabel: str) -> No
                 color=colour,
                 linewidth=1.0,
                 linestyle=":",
-                label=f"{name} (completeness)",
+                label=data.get("completeness_label") or f"{name} (completeness)",
             )
 
     ax.axhline(1.0, color="#777777", linewidth=0.8, linestyle=":")
@@ -154,6 +154,8 @@ def normalise_curve(curve: Mapping[str, Any]) -> dict[str, Any]:
                 "edges": edge_curve.get("sizes_edges"),
                 "faithfulness": edge_curve.get("faithfulness"),
                 "completeness": edge_curve.get("completeness"),
+                # completeness of these circuits is measured with their nodes ablated, not their edges
+                "completeness_label": "top-edge circuits (completeness, node level)",
             },
         )
     out["series"] = series

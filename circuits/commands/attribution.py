@@ -54,9 +54,10 @@ def _validate(args: argparse.Namespace) -> int:
     from circuits.attribute import attribution_inputs
     from circuits.commands.tasks import resolve_task
     from circuits.models import load_model
-    from circuits.replaced import load_replacement
+    from circuits.replaced import check_dictionaries, load_replacement
 
     torch.manual_seed(args.seed)
+    check_dictionaries(args.dictionaries)
     loaded = load_model(args.model, device=args.device)
     rm = load_replacement(loaded, args.dictionaries, args.composition)
     if not args.float32:

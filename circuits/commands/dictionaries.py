@@ -24,7 +24,9 @@ def register(sub) -> None:
 
     train = dsub.add_parser("train", help="train SAEs and transcoders on every site of a model (seeded)")
     add_model_options(train)
-    train.add_argument("--out", default=None, help="folder to write the set into (default for the toy model: the package's shipped set)")
+    where = train.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="folder to write the set into")
+    where.add_argument("--replace-shipped", action="store_true", help="rewrite the package's shipped toy set (for maintainers)")
     train.add_argument("--architecture", choices=("topk", "relu"), default="topk", help="TopK (default) or ReLU trained with an L1 penalty")
     train.add_argument("--expansion", type=int, default=8, help="features per input dimension (default 8)")
     train.add_argument("--d-sae", type=int, default=None, help="number of features (overrides --expansion)")
@@ -84,9 +86,9 @@ def _train(args: argparse.Namespace) -> int:
     from replacement.sites import model_sites
     from replacement.train import SetTrainConfig, TrainConfig, train_set
 
-    if args.out is None and args.model != TOY:
-        raise DictionaryError(f"give --out: only the toy model has a shipped dictionary set to replace, not {args.model!r}")
-    out = Path(args.out) if args.out else shipped_toy_set()
+    if args.replace_shipped and args.model != TOY:
+        raise DictionaryError(f"--replace-shipped: only the toy model has a shipped dictionary set, not {args.model!r}; give --out")
+    out = shipped_toy_set() if args.replace_shipped else Path(args.out)
     started = time.perf_counter()
     loaded = load_model(args.model, device=args.device)
     model = loaded.model
@@ -114,9 +116,10 @@ def _train(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from circuits.models import load_model
-    from circuits.replaced import load_dictionaries
+    from circuits.replaced import check_dictionaries, load_dictionaries
     from replacement.report import quality_report
 
+    check_dictionaries(args.dictionaries)
     loaded = load_model(args.model, device=args.device)
     dset = load_dictionaries(loaded, args.dictionaries)
     batches = corpus_batches(loaded.tokenizer, args.sentences, args.seed + REPORT_SEED_OFFSET, _n_ctx(loaded.model))

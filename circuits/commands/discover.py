@@ -13,7 +13,7 @@ def register(sub) -> None:
     d = sub.add_parser(
         "discover",
         help="attribute a task, prune to a circuit, evaluate it on held-out examples and draw it",
-        description="Writes circuit.json, circuit.svg, curve.json, curve.png and report.html into --out.",
+        description="Writes circuit.json, circuit.svg (and circuit.dot), curve.json, curve.png and report.html into --out.",
     )
     d.add_argument("task", help="built-in task name (see `circuits tasks list`) or JSONL task file")
     d.add_argument("--schema", default=None, help="schema CSV of a JSONL task file")
@@ -46,7 +46,7 @@ def register(sub) -> None:
                    help="never ablate the embedding, and choose the circuit among the other nodes (default, Sparse Feature "
                    "Circuits' convention); --no-keep-embed ablates it like any other site")
     d.add_argument("--examples", type=int, default=128, help="attribution examples (default 128; see --edge-examples)")
-    d.add_argument("--eval-examples", type=int, default=64, help="held-out evaluation examples")
+    d.add_argument("--eval-examples", type=int, default=64, help="held-out evaluation examples (default 64)")
     d.add_argument("--seed", type=int, default=0, help="attribution seed; evaluation uses seed + 1")
     d.add_argument("--max-nodes", type=int, default=None, help="at most this many nodes in the attributed graph (default: every node of nonzero effect)")
     d.add_argument("--max-targets", type=int, default=96, help="nodes whose incoming edges are scored (default 96)")
@@ -69,15 +69,16 @@ def register(sub) -> None:
     e.add_argument("--schema", default=None, help="schema CSV of a JSONL task file")
     e.add_argument("--model", default=None, help="default: the model recorded in the circuit")
     e.add_argument("--dictionaries", default=None, help="default: the dictionaries recorded in the circuit")
-    e.add_argument("--ablation", choices=("mean", "patch", "zero"), default="mean")
+    e.add_argument("--ablation", choices=("mean", "patch", "zero"), default="mean",
+                   help="what an ablated node takes: the counterfactual mean (default), each example's own counterfactual, or zero")
     e.add_argument("--keep-errors", action=argparse.BooleanOptionalAction, default=None,
                    help="never ablate error nodes (default: as the run that made the circuit)")
     e.add_argument("--keep-embed", action=argparse.BooleanOptionalAction, default=None,
                    help="never ablate the embedding (default: as the run that made the circuit)")
-    e.add_argument("--eval-examples", type=int, default=64)
+    e.add_argument("--eval-examples", type=int, default=64, help="held-out examples evaluated on (default 64)")
     e.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's held-out seed)")
     e.add_argument("--no-edges", action="store_true", help="skip edge-level evaluation")
-    e.add_argument("--device", default=None)
+    e.add_argument("--device", default=None, help="torch device; default CUDA when present, else CPU")
     e.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
     add_output_options(e)
     e.set_defaults(func=_evaluate)
@@ -124,7 +125,7 @@ def _discover(args: argparse.Namespace) -> int:
     print(f"  faithfulness      {_fmt(s['faithfulness']):>6}   (edge level {_fmt(s['faithfulness_edges'])})")
     print(f"  completeness      {_fmt(s['completeness']):>6}")
     print(f"  metric            model {_fmt(s['m_model'])}  circuit {_fmt(s['m_circuit'])}  empty {_fmt(s['m_empty'])}")
-    print("  nodes needed      " + "  ".join(f"F>={k}: {v if v is not None else '-'}" for k, v in needed.items()))
+    print("  curve grid size   " + "  ".join(f"F>={k}: {v if v is not None else '-'}" for k, v in needed.items()))
     print(f"  CPR {_fmt(s['cpr'])}  CMD {_fmt(s['cmd'])}")
     print(f"  wrote {', '.join(sorted(s['files']))} to {args.out}  ({sum(s['seconds'].values()):.1f} s)")
     return 0

@@ -14,13 +14,13 @@ def register(sub) -> None:
     show = tsub.add_parser("show", help="a few examples of a task with their schema spans")
     show.add_argument("task", help="built-in task name or JSONL file")
     show.add_argument("--schema", default=None, help="schema CSV for a JSONL task")
-    show.add_argument("-n", "--examples", type=int, default=3)
+    show.add_argument("-n", "--examples", type=int, default=3, help="examples shown (default 3)")
     show.set_defaults(func=_show)
     export = tsub.add_parser("export", help="write a built-in task as Sparse-Feature-Circuits JSONL and schema CSV")
-    export.add_argument("task")
+    export.add_argument("task", help="built-in task name")
     export.add_argument("--out", required=True, help="JSONL path; the schema goes beside it as *_schema.csv")
-    export.add_argument("-n", "--examples", type=int, default=64)
-    export.add_argument("--seed", type=int, default=0)
+    export.add_argument("-n", "--examples", type=int, default=64, help="examples written (default 64)")
+    export.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
     export.set_defaults(func=_export)
 
 

@@ -13,12 +13,15 @@ def register(sub) -> None:
     tsub = toy.add_subparsers(dest="toy_command", metavar="ACTION", required=True)
 
     train = tsub.add_parser("train", help="train the toy model on the toy language (seeded)")
-    train.add_argument("--out", default=None, help="folder to write the model into (default: the package's shipped copy)")
-    train.add_argument("--steps", type=int, default=None, help="optimizer steps")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--layers", type=int, default=None)
-    train.add_argument("--d-model", type=int, default=None)
-    train.add_argument("--device", default="cpu")
+    where = train.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="folder to write the model into")
+    where.add_argument("--replace-shipped", action="store_true",
+                       help="rewrite the package's shipped model (for maintainers: its dictionaries then need retraining too)")
+    train.add_argument("--steps", type=int, default=None, help="optimizer steps (default 2500)")
+    train.add_argument("--seed", type=int, default=0, help="seed of the weights and of the training sentences (default 0)")
+    train.add_argument("--layers", type=int, default=None, help="transformer layers (default 3)")
+    train.add_argument("--d-model", type=int, default=None, help="residual width (default 96; the MLP is 4x as wide)")
+    train.add_argument("--device", default="cpu", help="torch device to train on (default cpu)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_train)
 
@@ -46,8 +49,10 @@ def _train(args: argparse.Namespace) -> int:
     tcfg = ToyTrainConfig(seed=args.seed)
     if args.steps:
         tcfg = replace(tcfg, steps=args.steps)
-    model, tok, losses = train_model(mcfg, tcfg, device=args.device, progress=not args.quiet)
-    out = save_model(model, tok, mcfg, args.out or shipped_dir())
+    from circuits.models import resolve_device
+
+    model, tok, losses = train_model(mcfg, tcfg, device=resolve_device(args.device), progress=not args.quiet)
+    out = save_model(model, tok, mcfg, shipped_dir() if args.replace_shipped else args.out)
     print(f"final loss {sum(losses[-50:]) / len(losses[-50:]):.4f}; saved to {out}")
     for name in available_tasks():
         r = run_task(model, make_task(name, tok, n=128), tok.pad_id)
