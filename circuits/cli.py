@@ -24,8 +24,19 @@ COMMAND_MODULES = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Records on the namespace the innermost (sub)command parser that read the arguments, so that an
+    unknown flag is reported with that subcommand's usage rather than the top-level one."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extras = super().parse_known_args(args, namespace)
+        if not hasattr(parsed, "_command_parser"):
+            parsed._command_parser = self
+        return parsed, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="circuits",
         description="Circuit discovery over sparse feature graphs: replace a model's sublayers with "
         "sparse dictionaries, attribute the task metric to features and edges, prune to a circuit "
@@ -40,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        args._command_parser.error(f"unrecognized arguments: {' '.join(extras)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)

@@ -211,3 +211,12 @@ def test_training_never_overwrites_the_shipped_copy_by_default(capsys: pytest.Ca
             main(argv)
         assert exit_info.value.code == 2
         assert "--out" in capsys.readouterr().err
+
+
+def test_an_unknown_flag_is_reported_with_its_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, prog in ((["discover", "ioi", "--bogus"], "circuits discover"), (["toy", "eval", "--bogus"], "circuits toy eval")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"{prog}: error: unrecognized arguments: --bogus" in err
