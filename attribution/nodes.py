@@ -5,9 +5,9 @@ metric of moving the node from its clean value to its target value (counterfactu
 mean). Methods:
 
 - ``atp``: first order, ``(target - clean) . grad`` at the clean input.
-- ``ig``: integrated gradients. ``ig_mode="inputs"`` (default) interpolates the whole residual
-  stream entering layer 0 from clean to target and reads the gradient at every site in the same
-  backward pass: ``steps`` forward+backward passes in all. ``ig_mode="per-site"`` interpolates one
+- ``ig``: integrated gradients. ``ig_mode="inputs"`` (the default with a counterfactual)
+  interpolates the whole residual stream entering layer 0 from clean to target and reads the
+  gradient at every site in the same backward pass: ``steps`` forward+backward passes in all. ``ig_mode="per-site"`` interpolates one
   site at a time (features and error jointly, the other sites computing freely), as Sparse
   Feature Circuits does: ``sites x steps`` passes. Both average the gradient at the midpoints
   ``alpha = (k + 1/2) / steps``. Where clean and counterfactual prompts differ in length, the
@@ -183,12 +183,14 @@ def node_effects(
     method: str = "ig",
     steps: int = 10,
     baseline: str = "corrupted",
-    ig_mode: str = "inputs",
+    ig_mode: str | None = None,
     chunk: int = 1024,
     progress: bool = False,
 ) -> NodeEffects:
     """Effect of every node on the metric, per example and position (see module docstring).
 
+    ``ig_mode``: ``"inputs"`` or ``"per-site"``; by default ``"inputs"`` with the counterfactual
+    baseline and ``"per-site"`` with a zero or mean one.
     ``chunk`` bounds the sequences in one forward pass: interpolation steps are batched up to it
     (at least one step, the whole batch, per pass); exact patching puts up to ``chunk`` patched
     nodes in one pass.
@@ -197,6 +199,8 @@ def node_effects(
         raise AttributionError(f"unknown method {method!r}; expected one of {METHODS}")
     if steps < 1:
         raise AttributionError(f"steps must be at least 1, got {steps}")
+    if ig_mode is None:  # the input path needs a counterfactual prompt to end at
+        ig_mode = "inputs" if baseline == "corrupted" else "per-site"
     if ig_mode not in IG_MODES:
         raise AttributionError(f"unknown ig_mode {ig_mode!r}; expected one of {IG_MODES}")
     if method == "ig" and ig_mode == "inputs" and baseline != "corrupted":

@@ -539,9 +539,10 @@ def test_more_bad_inputs_are_clear_errors(rm64, ioi):
         with pytest.raises(AttributionError, match="no gradient"):
             node_effects(rm, detached, method=method, steps=2)
     with pytest.raises(AttributionError, match="per-site"):
-        node_effects(rm, ioi, method="ig", baseline="zero")
-    zero = node_effects(rm, ioi, method="ig", steps=2, baseline="zero", ig_mode="per-site")
-    assert zero.baseline == "zero"
+        node_effects(rm, ioi, method="ig", baseline="zero", ig_mode="inputs")
+    zero = node_effects(rm, ioi, method="ig", steps=2, baseline="zero")  # per site by default
+    explicit = node_effects(rm, ioi, method="ig", steps=2, baseline="zero", ig_mode="per-site")
+    assert zero.baseline == "zero" and all(torch.equal(zero.features[s], explicit.features[s]) for s in zero.sites)
     pm = PositionMap.tokens(ioi.clean_lengths, ioi.clean.shape[1])
     with pytest.raises(AttributionError, match="counterfactual prompt"):
         edge_effects(rm, ioi, zero, [], pm, jacobian_steps=2)
