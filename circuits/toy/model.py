@@ -2,7 +2,7 @@
 
 The trained weights (``model.safetensors``), the model's configuration (``model.json``) and the
 tokenizer (``tokenizer.json``) ship in ``circuits/toy/data`` so nothing trains at first use;
-``circuits toy train`` reproduces them from a seed.
+``circuits toy train --replace-shipped`` reproduces them from a seed.
 """
 
 from __future__ import annotations
