@@ -232,7 +232,7 @@ def first_examples(
         features={s: v[:n] for s, v in nodes.features.items()}, errors={s: v[:n] for s, v in nodes.errors.items()},
         method=nodes.method, valid=nodes.valid[:n],
         values={s: SiteValues(v.f_clean[:n], v.e_clean[:n], v.f_target[:n], v.e_target[:n]) for s, v in nodes.values.items()},
-        grads={s: g[:n] for s, g in nodes.grads.items()},
+        grads={s: g[:n] for s, g in nodes.grads.items()}, baseline=nodes.baseline,
     )
     return sub_inputs, sub_nodes, PositionMap(positions.group[:n], positions.labels, positions.mode)
 

@@ -30,8 +30,8 @@ class _Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         parsed, extras = super().parse_known_args(args, namespace)
-        if not hasattr(parsed, "_command_parser"):
-            parsed._command_parser = self
+        if not hasattr(parsed, "_command_parser"):  # the innermost parser returns first
+            parsed._command_parser, parsed._command_extras = self, list(extras)
         return parsed, extras
 
 
@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:
-        args._command_parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        # a flag after the subcommand is that subcommand's error; one before it, the top level's
+        own = args._command_extras
+        (args._command_parser if own else parser).error(f"unrecognized arguments: {' '.join(own or extras)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)

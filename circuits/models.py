@@ -36,7 +36,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ModelLoadError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from err
+        raise ModelLoadError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps") from err
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ModelLoadError(f"device {device!r} is not supported: use cpu, cuda, cuda:N or mps")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ModelLoadError(f"device {device!r}: no CUDA device is available to this PyTorch; use --device cpu")

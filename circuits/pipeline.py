@@ -257,9 +257,13 @@ def load_data(
             ev = Task(task.name, exs[n_attribution + n_selection :][:n_eval], task.metric, task.description)
         else:
             n_first = min(n_attribution, len(task) // 2) if len(task) < n_attribution + n_eval else n_attribution
-            if len(task) < n_attribution + n_eval:
-                log.warning("%s has %d examples, fewer than %d attribution + %d evaluation: using %d for attribution "
-                            "and %d held out", spec, len(task), n_attribution, n_eval, n_first, min(n_eval, len(task) - n_first))
+            if n_first < n_attribution:
+                log.warning("%s has %d examples, too few for %d attribution and %d held-out ones: the first %d are "
+                            "attributed and the other %d held out", spec, len(task), n_attribution, n_eval, n_first,
+                            min(n_eval, len(task) - n_first))
+            if n_selection:
+                log.warning("%s has too few examples for a separate selection split (%d needed): the circuit size is "
+                            "chosen on the attribution examples", spec, n_attribution + n_selection + n_eval)
             attr, rest = task.split(n_first)
             ev = Task(rest.name, rest.examples[:n_eval], rest.metric, rest.description)
         eval_seed = None

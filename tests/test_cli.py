@@ -176,7 +176,7 @@ def test_an_unavailable_device_is_one_line(monkeypatch: pytest.MonkeyPatch, caps
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    for device, words in (("cuda", "no CUDA device"), ("quantum", "unknown device")):
+    for device, words in (("cuda", "no CUDA device"), ("quantum", "unknown device"), ("meta", "not supported")):
         assert main(["toy", "eval", "--tasks", "ioi", "-n", "2", "--device", device]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and words in err
@@ -210,7 +210,7 @@ def test_training_never_overwrites_the_shipped_copy_by_default(capsys: pytest.Ca
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2
-        assert "--out" in capsys.readouterr().err
+        assert "one of the arguments --out --replace-shipped is required" in capsys.readouterr().err
 
 
 def test_an_unknown_flag_is_reported_with_its_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
@@ -220,3 +220,6 @@ def test_an_unknown_flag_is_reported_with_its_subcommand(capsys: pytest.CaptureF
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert f"{prog}: error: unrecognized arguments: --bogus" in err
+    with pytest.raises(SystemExit):
+        main(["--bogus", "tasks", "list"])  # before the subcommand: the top level's flag
+    assert "circuits: error: unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -40,7 +40,7 @@ def register(sub) -> None:
     p.add_argument("--steps", type=_at_least(1), default=10, help="integrated-gradient steps")
     p.add_argument("--edges", type=_at_least(3), default=240,
                    help="sampled edges checked against path patching (default 240; use >= 200 for a stable correlation)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the examples and of the edge sample (default 0)")
     p.add_argument("--float32", action="store_true", help="validate in float32 (default float64, so that tiny exact effects are not rounding noise)")
     p.set_defaults(func=_validate)
 

@@ -29,7 +29,7 @@ def register(sub) -> None:
     add_model_options(ev)
     add_output_options(ev)
     ev.add_argument("-n", "--examples", type=int, default=256, help="held-out examples per task")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=int, default=0, help="seed of the generated examples (default 0)")
     ev.add_argument("--tasks", nargs="*", default=None, help="built-in task names or JSONL task files (default: every built-in task)")
     ev.set_defaults(func=_eval)
 
