@@ -21,6 +21,8 @@ from replacement.model import ReplacementModel
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+BUDGET = 2**24  # numbers one intermediate (a contraction, or a batch of patched rows) may hold, roughly
+
 
 class AttributionError(ValueError):
     """Bad input to attribution: a metric that is not one finite value per example, mismatched batches, ..."""
@@ -165,3 +167,9 @@ def site_output(rm: ReplacementModel, site: str, f: torch.Tensor, e: torch.Tenso
 def feature_grad(rm: ReplacementModel, site: str, g_out: torch.Tensor) -> torch.Tensor:
     """Gradient reaching the features from a gradient at the site's output: ``g @ W_dec.T``."""
     return g_out @ rm.dictionaries[site].W_dec.T.to(g_out.dtype)
+
+
+def rows_within_budget(values: dict[str, SiteValues], width: int) -> int:
+    """Sequences of ``width`` tokens one forward pass may hold when it records every site's features,
+    error and output (what a run keeps per row), within ``BUDGET`` numbers."""
+    return max(1, BUDGET // (width * sum(v.df.shape[-1] + 2 * v.de.shape[-1] for v in values.values())))

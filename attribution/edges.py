@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from attribution.core import AttributionError, AttributionInputs, SiteValues, check_metric_values
+from attribution.core import BUDGET, AttributionError, AttributionInputs, SiteValues, check_metric_values, rows_within_budget
 from attribution.nodes import EMBED_HOOK, NodeEffects, PassCounter, _alphas, _embed_values, active_nodes
 from attribution.positions import PositionMap
 from replacement.model import ReplacementModel
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 ERROR = -1  # index of a site's error node
 LOCAL = ("linear", "exact")  # how an edge measures the downstream node's direct change
-BUDGET = 2**24  # numbers an intermediate of the edge contraction may hold, roughly
 MAX_EXACT_ROWS = 5_000_000  # upstream nodes exact local edges patch one by one, at most
 
 
@@ -322,10 +321,6 @@ def edge_effects(
     return EdgeEffects(incoming, to_metric, positions, counter)
 
 
-def rows_within_budget(values: dict[str, SiteValues], width: int) -> int:
-    """Sequences of ``width`` tokens one forward pass may hold when it records every site's features,
-    error and output (what a run keeps per row), within ``BUDGET`` numbers."""
-    return max(1, BUDGET // (width * sum(v.df.shape[-1] + 2 * v.de.shape[-1] for v in values.values())))
 
 
 def direct_outputs(

@@ -32,6 +32,7 @@ from attribution.core import (
     SiteValues,
     check_metric_values,
     feature_grad,
+    rows_within_budget,
     site_output,
     site_values,
 )
@@ -253,39 +254,44 @@ def exact_node_effects(
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Patch each node alone to its target value and measure the change of its example's metric.
 
-    Many (example, node) patches share one forward pass as rows of a large batch.
+    Many (example, node) patches share one forward pass as rows of a large batch: at most ``chunk``,
+    and no more than ``BUDGET`` allows for the rows' recorded activations.
     """
     counter = counter or PassCounter()
-    b = inputs.batch_size
+    b, t = inputs.clean.shape
+    dev = inputs.clean.device
     clean_metric = _metric(inputs, rm.run(inputs.clean).logits)
     counter.forward += 1
     feats = {n: torch.zeros_like(v.f_clean) for n, v in values.items()}
     errs = {n: torch.zeros(v.e_clean.shape[:2], device=v.e_clean.device, dtype=v.e_clean.dtype) for n, v in values.items()}
     nodes = active_nodes(values, inputs.valid) if nodes is None else nodes
-    for i in tqdm(range(0, len(nodes), chunk), desc="exact patching", disable=not progress, leave=False):
-        group = nodes[i : i + chunk]
-        n = len(group)
-        ex = torch.tensor([g[1] for g in group], device=inputs.clean.device)
+    if not nodes:
+        return feats, errs
+    names = list(values)
+    site_of = torch.tensor([names.index(g[0]) for g in nodes], device=dev)
+    ex_of, pos_of, idx_of = torch.tensor([g[1:] for g in nodes], device=dev).unbind(1)
+    per = max(1, min(chunk, rows_within_budget(values, t)))
+    for i in tqdm(range(0, len(nodes), per), desc="exact patching", disable=not progress, leave=False):
+        sl = slice(i, i + per)
+        site, ex, pos, idx = site_of[sl], ex_of[sl], pos_of[sl], idx_of[sl]
+        n = len(ex)
+        row = torch.arange(n, device=dev)
         edits: dict[str, NodeEdit] = {}
-        for name in {g[0] for g in group}:
-            v = values[name]
-            rows = [j for j, g in enumerate(group) if g[0] == name]
-            fmask = torch.zeros(n, *v.f_clean.shape[1:], dtype=torch.bool, device=ex.device)
-            emask = torch.zeros(n, v.e_clean.shape[1], dtype=torch.bool, device=ex.device)
-            for j in rows:
-                _, _, p, f = group[j]
-                if f >= 0:
-                    fmask[j, p, f] = True
-                else:
-                    emask[j, p] = True
-            edits[name] = NodeEdit(v.f_target[ex], fmask, v.e_target[ex], emask)
+        for k in site.unique().tolist():
+            v = values[names[k]]
+            mine = site == k
+            feature, error = mine & (idx >= 0), mine & (idx < 0)
+            fmask = torch.zeros(n, *v.f_clean.shape[1:], dtype=torch.bool, device=dev)
+            fmask[row[feature], pos[feature], idx[feature]] = True
+            emask = torch.zeros(n, t, dtype=torch.bool, device=dev)
+            emask[row[error], pos[error]] = True
+            edits[names[k]] = NodeEdit(v.f_target[ex], fmask, v.e_target[ex], emask)
         logits = rm.run(inputs.clean[ex], edits).logits
-        patched = check_metric_values(inputs.metric(logits, ex), n)
+        delta = check_metric_values(inputs.metric(logits, ex), n) - clean_metric[ex]
         counter.forward += n / b
-        delta = patched - clean_metric[ex]
-        for j, (name, eb, p, f) in enumerate(group):
-            if f >= 0:
-                feats[name][eb, p, f] = delta[j]
-            else:
-                errs[name][eb, p] = delta[j]
+        for k in site.unique().tolist():
+            mine = site == k
+            feature, error = mine & (idx >= 0), mine & (idx < 0)
+            feats[names[k]][ex[feature], pos[feature], idx[feature]] = delta[feature].to(feats[names[k]].dtype)
+            errs[names[k]][ex[error], pos[error]] = delta[error].to(errs[names[k]].dtype)
     return feats, errs

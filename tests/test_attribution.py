@@ -589,3 +589,25 @@ def test_half_precision_models_run_every_method(toy):
     target = Target(rm16.site_names[-1], int(in16.clean_lengths[0]) - 1, ERROR)
     for kw in ({}, {"local": "exact"}, {"jacobian_steps": 2}):
         assert edge_effects(rm16, in16, half, [target], pm, **kw).edges()
+
+
+def test_exact_patching_is_the_same_in_any_number_of_rows_per_pass(linear_model, monkeypatch):
+    """Rows per forward pass are sized by the memory budget; one row per pass gives the same effects
+    (up to float64 rounding), and an effect equals patching that one node by hand."""
+    import attribution.core as C
+
+    inputs = random_inputs(11, [7, 5, 6])
+    full = node_effects(linear_model, inputs, method="exact")
+    monkeypatch.setattr(C, "BUDGET", 1)
+    single = node_effects(linear_model, inputs, method="exact", chunk=1)
+    for s in full.sites:  # the same up to float64 rounding (batch shape changes the kernels' summation order)
+        torch.testing.assert_close(full.features[s], single.features[s], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(full.errors[s], single.errors[s], rtol=1e-9, atol=1e-12)
+    site = linear_model.site_names[1]
+    v = full.values[site]
+    b, p, f = (int(i) for i in torch.nonzero(v.df != 0)[0])
+    fmask = torch.zeros_like(v.f_clean[b : b + 1], dtype=torch.bool)
+    fmask[0, p, f] = True
+    run = linear_model.run(inputs.clean[b : b + 1], {site: NodeEdit(v.f_target[b : b + 1], fmask)})
+    one = inputs.metric(run.logits, torch.tensor([b])) - inputs.metric(linear_model.run(inputs.clean[b : b + 1]).logits, torch.tensor([b]))
+    assert float(full.features[site][b, p, f]) == pytest.approx(float(one), abs=1e-12)
