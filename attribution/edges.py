@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from attribution.core import BUDGET, AttributionError, AttributionInputs, SiteValues, check_metric_values, rows_within_budget
-from attribution.nodes import EMBED_HOOK, NodeEffects, PassCounter, _alphas, _embed_values, active_nodes
+from attribution.nodes import EMBED_HOOK, NodeEffects, PassCounter, _alphas, _embed_values, active_nodes, moved_masks
 from attribution.positions import PositionMap
 from replacement.model import ReplacementModel
 
@@ -321,8 +321,6 @@ def edge_effects(
     return EdgeEffects(incoming, to_metric, positions, counter)
 
 
-
-
 def direct_outputs(
     values: dict[str, SiteValues], clean_outputs: dict[str, torch.Tensor], decoders: dict[str, torch.Tensor],
     nodes: list[tuple[str, int, int, int]],
@@ -410,7 +408,7 @@ def _exact_local_edges(
                 acc[(site, n)] = (torch.zeros(k, n_groups, v.shape[-1], dtype=v.dtype, device=v.device),
                                   torch.zeros(k, n_groups, dtype=v.dtype, device=v.device))
     keep = valid & (group >= 0)
-    n_rows = sum(int(((v.df != 0) & keep[..., None]).sum()) + int(((v.de != 0).any(-1) & keep).sum()) for v in values.values())
+    n_rows = sum(int(f.sum()) + int(e.sum()) for f, e in moved_masks(values, keep).values())  # counted before listing them
     if n_rows > MAX_EXACT_ROWS:
         raise AttributionError(
             f"exact local edges would patch {n_rows} upstream nodes one by one (more than {MAX_EXACT_ROWS}); "

@@ -7,8 +7,8 @@ mean). Methods:
 - ``atp``: first order, ``(target - clean) . grad`` at the clean input.
 - ``ig``: integrated gradients. ``ig_mode="inputs"`` (the default with a counterfactual)
   interpolates the whole residual stream entering layer 0 from clean to target and reads the
-  gradient at every site in the same backward pass: ``steps`` forward+backward passes in all. ``ig_mode="per-site"`` interpolates one
-  site at a time (features and error jointly, the other sites computing freely), as Sparse
+  gradient at every site in the same backward pass: ``steps`` forward+backward passes in all.
+  ``ig_mode="per-site"`` interpolates one site at a time (features and error jointly, the other sites computing freely), as Sparse
   Feature Circuits does: ``sites x steps`` passes. Both average the gradient at the midpoints
   ``alpha = (k + 1/2) / steps``. Where clean and counterfactual prompts differ in length, the
   input path ends at the counterfactual embeddings moved onto the clean positions
@@ -104,6 +104,12 @@ def _grads_atp(rm: ReplacementModel, inputs: AttributionInputs, counter: PassCou
     return {k: v.detach() for k, v in run.site_grads(m.sum()).items()}
 
 
+def _sum_steps(g: torch.Tensor, k: int, b: int) -> torch.Tensor:
+    """The gradients of ``k`` interpolation steps of a batch of ``b`` ([k * b, ...]) summed over the steps,
+    in float32 for a half-precision model."""
+    return g.detach().view(k, b, *g.shape[1:]).sum(0, dtype=torch.float32 if g.dtype in HALF else g.dtype)
+
+
 def _alphas(steps: int) -> list[float]:
     return [(k + 0.5) / steps for k in range(steps)]
 
@@ -129,8 +135,7 @@ def _grads_ig_inputs(
         counter.forward += k
         counter.backward += k
         for name, g in grads.items():
-            g = g.detach().view(k, b, *g.shape[1:]).sum(0, dtype=torch.float32 if g.dtype in HALF else g.dtype)
-            total[name] = total.get(name, 0) + g
+            total[name] = total.get(name, 0) + _sum_steps(g, k, b)
     return {n: (g / steps).to(x0[0].dtype) for n, g in total.items()}
 
 
@@ -173,7 +178,7 @@ def _grads_ig_per_site(
             g = run.site_grads(m.sum(), [name])[name]
             counter.forward += k
             counter.backward += k
-            total = total + g.detach().view(k, b, *g.shape[1:]).sum(0, dtype=torch.float32 if g.dtype in HALF else g.dtype)
+            total = total + _sum_steps(g, k, b)
         out[name] = (total / steps).to(y0.dtype)
     return out
 
@@ -231,13 +236,23 @@ def node_effects(
 # ----------------------------------------------------------------------------- exact patching
 
 
+def moved_masks(
+    values: dict[str, SiteValues], valid: torch.Tensor, tol: float = 0.0
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per site, the features [batch, pos, d_sae] and error nodes [batch, pos] on ``valid`` tokens whose
+    target differs from their clean value by more than ``tol``."""
+    return {
+        name: ((v.df.abs() > tol) & valid[..., None], (v.de.abs().amax(-1) > tol) & valid) for name, v in values.items()
+    }
+
+
 def active_nodes(values: dict[str, SiteValues], valid: torch.Tensor, tol: float = 0.0) -> list[tuple[str, int, int, int]]:
     """Every (site, example, position, feature | -1 for the error) whose target differs from its clean value."""
     nodes = []
-    for name, v in values.items():
-        fb, fp, ff = torch.nonzero((v.df.abs() > tol) & valid[..., None], as_tuple=True)
+    for name, (fmask, emask) in moved_masks(values, valid, tol).items():
+        fb, fp, ff = torch.nonzero(fmask, as_tuple=True)
         nodes += [(name, int(b), int(p), int(f)) for b, p, f in zip(fb, fp, ff)]
-        eb, ep = torch.nonzero((v.de.abs().amax(-1) > tol) & valid, as_tuple=True)
+        eb, ep = torch.nonzero(emask, as_tuple=True)
         nodes += [(name, int(b), int(p), -1) for b, p in zip(eb, ep)]
     return nodes
 
@@ -276,22 +291,20 @@ def exact_node_effects(
         site, ex, pos, idx = site_of[sl], ex_of[sl], pos_of[sl], idx_of[sl]
         n = len(ex)
         row = torch.arange(n, device=dev)
+        # per site in this chunk: its rows that patch a feature, and those that patch the error
+        kinds = {names[k]: ((site == k) & (idx >= 0), (site == k) & (idx < 0)) for k in site.unique().tolist()}
         edits: dict[str, NodeEdit] = {}
-        for k in site.unique().tolist():
-            v = values[names[k]]
-            mine = site == k
-            feature, error = mine & (idx >= 0), mine & (idx < 0)
+        for name, (feature, error) in kinds.items():
+            v = values[name]
             fmask = torch.zeros(n, *v.f_clean.shape[1:], dtype=torch.bool, device=dev)
             fmask[row[feature], pos[feature], idx[feature]] = True
             emask = torch.zeros(n, t, dtype=torch.bool, device=dev)
             emask[row[error], pos[error]] = True
-            edits[names[k]] = NodeEdit(v.f_target[ex], fmask, v.e_target[ex], emask)
+            edits[name] = NodeEdit(v.f_target[ex], fmask, v.e_target[ex], emask)
         logits = rm.run(inputs.clean[ex], edits).logits
         delta = check_metric_values(inputs.metric(logits, ex), n) - clean_metric[ex]
         counter.forward += n / b
-        for k in site.unique().tolist():
-            mine = site == k
-            feature, error = mine & (idx >= 0), mine & (idx < 0)
-            feats[names[k]][ex[feature], pos[feature], idx[feature]] = delta[feature].to(feats[names[k]].dtype)
-            errs[names[k]][ex[error], pos[error]] = delta[error].to(errs[names[k]].dtype)
+        for name, (feature, error) in kinds.items():
+            feats[name][ex[feature], pos[feature], idx[feature]] = delta[feature].to(feats[name].dtype)
+            errs[name][ex[error], pos[error]] = delta[error].to(errs[name].dtype)
     return feats, errs

@@ -27,9 +27,9 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from attribution.core import AttributionInputs, check_metric_values
-from attribution.edges import ERROR, Target, decoder_rows, edge_effects, rows_within_budget
-from attribution.nodes import node_effects
+from attribution.core import AttributionInputs, check_metric_values, rows_within_budget
+from attribution.edges import ERROR, Target, decoder_rows, edge_effects
+from attribution.nodes import moved_masks, node_effects
 from attribution.positions import PositionMap
 from replacement.model import NodeEdit, ReplacementModel
 
@@ -89,9 +89,7 @@ def validate_nodes(
     atp_effects = node_effects(rm, inputs, method="atp")
     atp = _flat(atp_effects)
     igs = {mode: _flat(node_effects(rm, inputs, method="ig", steps=steps, ig_mode=mode, progress=progress)) for mode in ig_modes}
-    moved = torch.cat(
-        [torch.cat([(v.df.abs() > 0).flatten(), (v.de.abs().amax(-1) > 0).flatten()]) for v in atp_effects.values.values()]
-    )
+    moved = torch.cat([torch.cat([f.flatten(), e.flatten()]) for f, e in moved_masks(atp_effects.values, inputs.valid).values()])
     # the 100 moved nodes of largest |exact| (a node that does not move has no effect to rank)
     top = torch.nonzero(moved).flatten()[exact[moved].abs().argsort(descending=True)[:100]]
     extra = {}
