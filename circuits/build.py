@@ -148,6 +148,27 @@ def position_map(batch: TaskBatch, mode: str, token_labels: Sequence[str] | None
     raise CircuitError(f"unknown positions mode {mode!r}; expected one of {', '.join(POSITION_MODES)}")
 
 
+def check_token_positions(batches: Mapping[str, TaskBatch | None], source: str = "") -> None:
+    """Refuse token positions (``--positions token``) unless every prompt of ``batches`` has the same
+    number of tokens: a token-level node is a position index, and in prompts of different lengths the
+    same index is a different token. ``batches`` maps a part's name (attribution, selection, ...) to
+    its batch (None: no such part); :class:`CircuitError` names the lengths found."""
+    lengths: dict[int, str] = {}
+    for part, batch in batches.items():
+        if batch is None:
+            continue
+        for n in sorted({int(x) for x in batch.clean_lengths.tolist()}):
+            lengths.setdefault(n, part)
+    if len(lengths) > 1:
+        where = f"{source}: " if source else ""
+        found = ", ".join(f"{n} ({part})" for n, part in sorted(lengths.items()))
+        raise CircuitError(
+            f"{where}--positions token needs prompts of one length, but these have {found} tokens, so the same "
+            "position index would mean different tokens; use --positions schema (with --schema for a task file) "
+            "or --positions agnostic"
+        )
+
+
 def graph_position(positions: PositionMap, group: int) -> int | str:
     """The graph's name of a position group: a token index, a span name or ``"*"``."""
     if positions.mode == "token":

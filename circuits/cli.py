@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
-
-from attribution.core import AttributionError
-from circuits.errors import CircuitsError
-from replacement.errors import ReplacementError
+import threading
+from collections.abc import Callable
 
 COMMAND_MODULES = [
     "circuits.commands.toy",
@@ -49,7 +48,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM raise ``KeyboardInterrupt`` (so a killed run cleans up as on Ctrl-C); return the undo.
+
+    Only in the main thread (the only one that may set handlers), and not where SIGTERM is ignored.
+    """
+    if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous in (signal.SIG_IGN, None):
+        return lambda: None
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``circuits`` command line on ``argv``; return the exit status.
+
+    A user error prints ``error: <message>`` on stderr and returns 2; Ctrl-C (or SIGTERM) prints one
+    line, ``interrupted`` (with what was left on disk when a command says so), and returns 130.
+    """
+    restore = _on_sigterm()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as err:
+        note = str(err)
+        print(f"interrupted: {note}" if note else "interrupted", file=sys.stderr)
+        return 130
+    finally:
+        restore()
+
+
+def _main(argv: list[str] | None) -> int:
+    from attribution.core import AttributionError
+    from circuits.errors import CircuitsError
+    from replacement.errors import ReplacementError
+
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:

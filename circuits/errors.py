@@ -36,3 +36,15 @@ class ModelLoadError(CircuitsError):
 
 class CircuitError(CircuitsError):
     """A circuit or graph is unusable (empty, made with another model, size out of range, ...)."""
+
+
+class OutputError(CircuitsError):
+    """An output location cannot be written (a file where a folder is wanted, read-only, empty, ...)."""
+
+
+class OutputLockedError(OutputError):
+    """Another run is writing the same output folder (its lock file names the process)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run was interrupted (Ctrl-C or SIGTERM); the message says what was left on disk."""

@@ -183,7 +183,10 @@ def parse_node_id(node: str) -> tuple[str, Position | None, Index | None]:
     if len(parts) != 3:
         raise CircuitError(f"bad node id {node!r}: expected 'site/position/index' (e.g. 'L1.attn/5/123') or 'metric'")
     site_text, pos_text, index_text = parts
-    site = _site(site_text)
+    try:
+        site = _site(site_text)
+    except CircuitError as err:
+        raise CircuitError(f"bad node id {node!r}: {err}") from None
     if site.name != site_text:
         raise CircuitError(f"bad node id {node!r}: site {site_text!r} is not canonical (write {site.name!r})")
     position: Position
@@ -310,8 +313,24 @@ def _where(source: str | None) -> str:
     return f"{source}: " if source else ""
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a message stays one readable line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_finite_number(value: Any) -> bool:
+    """A real number (not a bool) that is finite as a float (an int too large for a float is not)."""
+    if not _is_number(value):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _check_metadata(meta: Mapping[str, Any], source: str | None, *, require: Iterable[str] = ()) -> None:
@@ -321,9 +340,9 @@ def _check_metadata(meta: Mapping[str, Any], source: str | None, *, require: Ite
             raise CircuitError(f"{where}circuit metadata lacks {key!r} (it must name {', '.join(REQUIRED_METADATA)})")
     for key in REQUIRED_METADATA:
         if key in meta and (not isinstance(meta[key], str) or not meta[key]):
-            raise CircuitError(f"{where}circuit metadata {key!r} must be a non-empty string, not {meta[key]!r}")
+            raise CircuitError(f"{where}circuit metadata {key!r} must be a non-empty string, not {_short(meta[key])}")
     if "positions" in meta and meta["positions"] not in POSITION_MODES:
-        raise CircuitError(f"{where}metadata 'positions' is {meta['positions']!r}; expected one of {', '.join(POSITION_MODES)}")
+        raise CircuitError(f"{where}metadata 'positions' is {_short(meta['positions'])}; expected one of {', '.join(POSITION_MODES)}")
     if "position_labels" in meta:
         labels = meta["position_labels"]
         if not isinstance(labels, (list, tuple)) or not all(isinstance(x, str) for x in labels):
@@ -331,32 +350,45 @@ def _check_metadata(meta: Mapping[str, Any], source: str | None, *, require: Ite
     if "n_layers" in meta:
         n = meta["n_layers"]
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise CircuitError(f"{where}metadata 'n_layers' must be an int >= 0, not {n!r}")
+            raise CircuitError(f"{where}metadata 'n_layers' must be an int >= 0, not {_short(n)}")
 
 
 def _check_node(node: Any, attrs: Mapping[str, Any], meta: Mapping[str, Any], where: str) -> None:
-    site, position, index = parse_node_id(node)
+    try:
+        site, position, index = parse_node_id(node)
+    except CircuitError as err:
+        raise CircuitError(f"{where}{err}") from None
     missing = [f for f in NODE_FIELDS if f not in attrs]
     if missing:
         raise CircuitError(f"{where}node {node!r} lacks {', '.join(repr(m) for m in missing)}")
+    n_layers = meta.get("n_layers")
     if node == METRIC:
         expected = {"site": METRIC, "sublayer": METRIC, "position": None, "feature": None, "kind": METRIC}
-        if "n_layers" in meta:
-            expected["layer"] = meta["n_layers"]
+        layer = attrs["layer"]
+        if n_layers is not None and (layer != n_layers or type(layer) is not int):
+            raise CircuitError(
+                f"{where}the metric node has layer={_short(layer)} but metadata 'n_layers' is {_short(n_layers)}; the metric sits "
+                "above the last layer, so they must be equal"
+            )
     else:
         expected = node_attributes(site, position, index)
         del expected["effect"], expected["label"]
+        if n_layers is not None and expected["layer"] >= n_layers:
+            raise CircuitError(
+                f"{where}node {node!r} is at layer {expected['layer']}, but metadata 'n_layers' says the model has "
+                + (f"{n_layers} layer{'s' if n_layers != 1 else ''} (0 to {n_layers - 1})" if n_layers else "no layers")
+            )
     for key, want in expected.items():
         got = attrs[key]
         if got != want or type(got) is not type(want):
-            raise CircuitError(f"{where}node {node!r} has {key}={got!r}, but its id says {want!r}")
+            raise CircuitError(f"{where}node {node!r} has {key}={_short(got)}, but its id says {want!r}")
     if not isinstance(attrs["layer"], int) or isinstance(attrs["layer"], bool):
-        raise CircuitError(f"{where}node {node!r} has layer={attrs['layer']!r}; expected an int")
+        raise CircuitError(f"{where}node {node!r} has layer={_short(attrs['layer'])}; expected an int")
     effect = attrs["effect"]
-    if not _is_number(effect) or not math.isfinite(effect):
-        raise CircuitError(f"{where}node {node!r} has effect={effect!r}; expected a finite number")
+    if not _is_finite_number(effect):
+        raise CircuitError(f"{where}node {node!r} has effect={_short(effect)}; expected a finite number")
     if not isinstance(attrs["label"], str):
-        raise CircuitError(f"{where}node {node!r} has label={attrs['label']!r}; expected a string")
+        raise CircuitError(f"{where}node {node!r} has label={_short(attrs['label'])}; expected a string")
     mode = meta.get("positions")
     if node == METRIC or mode is None:
         return
@@ -374,23 +406,31 @@ def _check_node(node: Any, attrs: Mapping[str, Any], meta: Mapping[str, Any], wh
         raise CircuitError(f"{where}node {node!r} has position {position!r}, but a {mode}-level graph needs {want}")
 
 
-def validate_graph(G: nx.DiGraph, *, source: str | None = None, require_metadata: bool = False) -> None:
+def validate_graph(
+    G: nx.DiGraph, *, source: str | None = None, require_metadata: bool = False, require_metric: bool = False
+) -> None:
     """Raise :class:`CircuitError` unless ``G`` follows the schema of this module.
 
     Checks ids, node attributes against ids, finite effects, positions against ``G.graph``'s
-    ``positions`` mode, and that every edge goes up a row. ``require_metadata`` also demands
-    ``model``, ``dictionaries``, ``task`` and ``method`` (as saving does).
+    ``positions`` mode, layers against ``n_layers``, and that every edge goes up a row.
+    ``require_metadata`` also demands ``model``, ``dictionaries``, ``task`` and ``method``, and
+    ``require_metric`` the ``"metric"`` node (as saving and loading a circuit do: without its sink a
+    circuit's edges reach nothing).
     """
     where = _where(source)
     _check_metadata(G.graph, source, require=REQUIRED_METADATA if require_metadata else ())
+    if require_metric and METRIC not in G:
+        raise CircuitError(
+            f"{where}the circuit has no {METRIC!r} node; every circuit keeps its sink {METRIC!r}, which its edges lead to"
+        )
     for node, attrs in G.nodes(data=True):
         _check_node(node, attrs, G.graph, where)
     for u, v, attrs in G.edges(data=True):
         if "effect" not in attrs:
             raise CircuitError(f"{where}edge {u!r} -> {v!r} has no 'effect'")
         effect = attrs["effect"]
-        if not _is_number(effect) or not math.isfinite(effect):
-            raise CircuitError(f"{where}edge {u!r} -> {v!r} has effect={effect!r}; expected a finite number")
+        if not _is_finite_number(effect):
+            raise CircuitError(f"{where}edge {u!r} -> {v!r} has effect={_short(effect)}; expected a finite number")
         if row_key(G.nodes[u]) >= row_key(G.nodes[v]):
             raise CircuitError(f"{where}edge {u!r} -> {v!r} does not go up a row (edges run from earlier sites to later ones)")
 
@@ -416,7 +456,7 @@ def write_json_atomic(path: str | os.PathLike, text: str) -> Path:
 
 def circuit_to_dict(G: nx.DiGraph) -> dict[str, Any]:
     """The circuit.json object of ``G`` (validated; see the module docstring)."""
-    validate_graph(G, require_metadata=True)
+    validate_graph(G, require_metadata=True, require_metric=True)
     for node, attrs in G.nodes(data=True):
         if "id" in attrs:
             raise CircuitError(f"node {node!r} has an attribute named 'id', which circuit.json reserves for the node id")
@@ -474,8 +514,10 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         return json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as err:
         raise CircuitError(f"{path} is not a {what} file: invalid JSON at line {err.lineno}, column {err.colno} ({err.msg})") from None
+    except RecursionError:
+        raise CircuitError(f"{path} is not a {what} file: its JSON is nested too deeply") from None
     except ValueError as err:
-        raise CircuitError(f"{path} is not a {what} file: {err}") from None
+        raise CircuitError(f"{path} is not a {what} file: {str(err).split(';')[0]}") from None
 
 
 def circuit_from_dict(data: Any, *, source: str | None = None) -> nx.DiGraph:
@@ -485,7 +527,7 @@ def circuit_from_dict(data: Any, *, source: str | None = None) -> nx.DiGraph:
         raise CircuitError(f"{where}not a circuit file: expected a JSON object with 'schema_version', 'metadata', 'nodes', 'edges'")
     version = data["schema_version"]
     if version != SCHEMA_VERSION or isinstance(version, bool):
-        raise CircuitError(f"{where}circuit schema_version is {version!r}; this version of the library reads schema_version {SCHEMA_VERSION}")
+        raise CircuitError(f"{where}circuit schema_version is {_short(version)}; this version of the library reads schema_version {SCHEMA_VERSION}")
     for key, kind in (("metadata", dict), ("nodes", list), ("edges", list)):
         if key not in data:
             raise CircuitError(f"{where}circuit file lacks the {key!r} field")
@@ -500,6 +542,7 @@ def circuit_from_dict(data: Any, *, source: str | None = None) -> nx.DiGraph:
         attrs = {k: v for k, v in obj.items() if k != "id"}
         if obj["id"] in G:
             raise CircuitError(f"{where}node {obj['id']!r} is listed twice")
+        _check_node(obj["id"], attrs, G.graph, where)
         G.add_node(obj["id"], **attrs)
     for i, obj in enumerate(data["edges"]):
         if not isinstance(obj, dict):
@@ -510,11 +553,11 @@ def circuit_from_dict(data: Any, *, source: str | None = None) -> nx.DiGraph:
         u, v = obj["source"], obj["target"]
         for end in (u, v):
             if not isinstance(end, str) or end not in G:
-                raise CircuitError(f"{where}edge #{i} ({u!r} -> {v!r}) refers to {end!r}, which is not a node of the file")
+                raise CircuitError(f"{where}edge #{i} ({_short(u)} -> {_short(v)}) refers to {_short(end)}, which is not a node of the file")
         if G.has_edge(u, v):
             raise CircuitError(f"{where}edge {u!r} -> {v!r} is listed twice")
         G.add_edge(u, v, **{k: val for k, val in obj.items() if k not in ("source", "target")})
-    validate_graph(G, source=source, require_metadata=True)
+    validate_graph(G, source=source, require_metadata=True, require_metric=True)
     return G
 
 
@@ -524,11 +567,19 @@ def load_circuit(path: str | os.PathLike) -> nx.DiGraph:
 
 
 def check_compatible(
-    G: nx.DiGraph, *, model: str | None = None, dictionaries: str | None = None, source: str | None = None
+    G: nx.DiGraph,
+    *,
+    model: str | None = None,
+    dictionaries: str | None = None,
+    source: str | None = None,
+    n_layers: int | None = None,
+    sites: Iterable[str] | None = None,
 ) -> None:
     """Raise :class:`CircuitError` if ``G`` was made with another model or dictionary set than given.
 
-    Only the arguments that are not None are compared. The message names both values.
+    Only the arguments that are not None are compared: the recorded ``model`` and ``dictionaries``
+    names, the recorded ``n_layers`` with the model's layer count, and the sites of ``G``'s nodes
+    with the ``sites`` the replacement model has. The message names both sides.
     """
     what = f"circuit {source}" if source else "the circuit"
     problems = []
@@ -543,6 +594,24 @@ def check_compatible(
             f"{what} was made with {' and '.join(problems)}; use the matching model and dictionaries, "
             "or discover the circuit again with the current ones"
         )
+    have_layers = G.graph.get("n_layers")
+    if n_layers is not None and have_layers is not None and have_layers != n_layers:
+        raise CircuitError(
+            f"{what} was made for a model with {have_layers} layers, but the model in use has {n_layers}; "
+            "use the model the circuit was made with, or discover the circuit again"
+        )
+    if sites is not None:
+        available = list(sites)
+        used = sorted(
+            {attrs.get("site") for n, attrs in G.nodes(data=True) if n != METRIC} - set(available),
+            key=lambda name: (_site(name).order, name) if isinstance(name, str) else (0, 0),
+        )
+        if used:
+            raise CircuitError(
+                f"{what} has nodes at {', '.join(map(str, used[:6]))}{', ...' if len(used) > 6 else ''}, which the "
+                f"dictionaries in use do not replace (they have {', '.join(available) or 'no sites'}); use the "
+                "dictionaries and composition the circuit was made with"
+            )
 
 
 def copy_graph(G: nx.DiGraph, nodes: Iterable[str] | None = None, edges: Iterable[tuple[str, str]] | None = None) -> nx.DiGraph:

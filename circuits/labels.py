@@ -126,20 +126,34 @@ def toy_corpus(tokenizer: Any, n: int = LABEL_SENTENCES, seed: int = LABEL_SEED,
 def text_corpus(path: str | os.PathLike[str], tokenizer: Any, max_len: int | None = None) -> Corpus:
     """A user's text file, one text per line (blank lines skipped), tokenized with ``tokenizer``.
 
-    A text the tokenizer cannot encode raises that tokenizer's error naming the file and line.
+    A file that is missing, not UTF-8 or blank raises :class:`CorpusError` (:func:`corpus_lines`); a
+    text the tokenizer cannot encode raises that tokenizer's error naming the file and line.
     """
+    numbered = corpus_lines(path)
+    ids, tokens = _tokenize(numbered, tokenizer, max_len, str(path))
+    return Corpus(str(path), ids, tokens)
+
+
+def corpus_lines(path: str | os.PathLike[str]) -> list[tuple[int, str]]:
+    """The non-blank lines of a label corpus file with their line numbers (stripped), checked
+    without a tokenizer: :class:`CorpusError` for a missing or unreadable file, text that is not
+    UTF-8, or a file without any text. Cheap enough to run before a long computation."""
     path = Path(path)
     if not path.is_file():
-        raise CorpusError(f"the label corpus {path} does not exist; give a text file with one text per line")
+        state = "is not a file" if path.exists() else "does not exist"
+        raise CorpusError(f"the label corpus {path} {state}; give a text file with one text per line")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise CorpusError(f"cannot read it as UTF-8 text ({err})", source=str(path)) from None
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise CorpusError(f"not UTF-8 text (byte {err.start}); save the label corpus as UTF-8", source=str(path)) from None
+    except OSError as err:
+        raise CorpusError(f"cannot read the label corpus ({err.strerror or err})", source=str(path)) from None
+    # lines as an editor numbers them: only line feeds (and CR LF) end a line
+    lines = text.replace("\r\n", "\n").split("\n")
     numbered = [(i, line.strip()) for i, line in enumerate(lines, 1) if line.strip()]
     if not numbered:
         raise CorpusError("the label corpus has no text (it needs one text per line)", source=str(path))
-    ids, tokens = _tokenize(numbered, tokenizer, max_len, str(path))
-    return Corpus(str(path), ids, tokens)
+    return numbered
 
 
 # --------------------------------------------------------------------------------------------- scan
@@ -353,19 +367,22 @@ def describe(contexts: Sequence[Mapping[str, Any]], min_share: float = 0.5) -> s
     ``verbs``); else the token (or class) just before the maximum (``after 'the'``,
     ``after names``); else the most frequent token at the maximum and its share (``'to' 38%``).
     No context with a positive activation gives ``inactive``.
+
+    Ties between words of equal count go to the word that sorts first (Python string order), so the
+    description depends only on the multiset of contexts, never on their order or on hash order.
     """
     used = [c for c in contexts if c.get("tokens") and float(c.get("max_act", 0.0)) > 0]
     if not used:
         return INACTIVE_LABEL
     n = len(used)
     at_max = [_word(c["tokens"][-1]) for c in used]
-    token, count = Counter(at_max).most_common(1)[0]
+    token, count = _most_common(Counter(at_max))
     if count / n > min_share:
         if _is_content(token):
             return f"'{token}'"
         earlier = Counter(w for c in used for w in {_word(t) for t in c["tokens"][:-1]} if _is_content(w))
         if earlier:
-            word, seen = earlier.most_common(1)[0]
+            word, seen = _most_common(earlier)
             if seen / n > min_share:
                 return f"'{word}'→'{token}'"
         return f"'{token}'"
@@ -374,13 +391,22 @@ def describe(contexts: Sequence[Mapping[str, Any]], min_share: float = 0.5) -> s
         return cls
     before = [_word(c["tokens"][-2]) for c in used if len(c["tokens"]) >= 2]
     if before:
-        prev, prev_count = Counter(before).most_common(1)[0]
+        prev, prev_count = _most_common(Counter(before))
         if prev_count / n > min_share:
             return f"after '{prev}'"
         prev_cls = _dominant_class(before, n, min_share)
         if prev_cls is not None:
             return f"after {prev_cls}"
     return f"'{token}' {round(100 * count / n)}%"
+
+
+def _most_common(counts: Counter[str]) -> tuple[str, int]:
+    """The word of highest count, ties going to the word that sorts first.
+
+    ``Counter.most_common`` breaks ties by insertion order, which for words gathered through a set
+    follows the string hash and so changes from one process to the next.
+    """
+    return min(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
 FUNCTION_WORDS = frozenset(
@@ -661,6 +687,7 @@ __all__ = [
     "cache_dir",
     "cache_key",
     "contexts_for",
+    "corpus_lines",
     "describe",
     "feature_labels",
     "label_circuit",

@@ -39,6 +39,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise ModelLoadError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps") from err
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ModelLoadError(f"device {device!r} is not supported: use cpu, cuda, cuda:N or mps")
+    if dev.type == "cpu":
+        if dev.index not in (None, 0):
+            raise ModelLoadError(f"device {device!r}: there is one CPU device; use --device cpu")
+        return torch.device("cpu")  # 'cpu:0' is the CPU, but some loaders refuse the indexed name
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ModelLoadError(f"device {device!r}: no CUDA device is available to this PyTorch; use --device cpu")
@@ -131,6 +135,7 @@ def load_model(name: str = TOY, device: str | torch.device | None = None, hf_mod
         model, tok = load_toy(name, device=device)
         return LoadedModel(model, tok, str(name))
     if hf_model is None:
+        _check_model_name(name)
         hf_model, hf_tokenizer = _load_hf(name)
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -150,6 +155,23 @@ def load_model(name: str = TOY, device: str | torch.device | None = None, hf_mod
     bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=hf_tokenizer, device=device)
     bridge.eval()
     return LoadedModel(bridge, HFTokenizer(bridge.tokenizer), name)
+
+
+def _check_model_name(name: str) -> None:
+    """Refuse at once a model name that can be neither a folder with a model nor a hub name."""
+    if not name.strip():
+        raise ModelLoadError("the model name is empty: give 'toy', a saved toy-model folder or a HuggingFace name such as gpt2")
+    path = Path(name)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"model folder {name!r} holds neither a saved toy model (model.json) nor a HuggingFace model "
+                f"(config.json): give 'toy', a folder written by `circuits toy train`, or a HuggingFace name"
+            )
+    elif path.exists():
+        raise ModelLoadError(f"model {name!r} is a file, not a model: give its folder, 'toy', or a HuggingFace name")
+    elif name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        raise ModelLoadError(f"model folder {name!r} does not exist (a HuggingFace name has the form NAME or OWNER/NAME)")
 
 
 def _load_hf(name: str):

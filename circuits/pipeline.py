@@ -7,7 +7,8 @@ commands are thin wrappers over :func:`discover` and :func:`evaluate_saved`.
 1. :func:`load_setup`: the model, its dictionary set and the replacement model;
 2. :func:`load_data`: attribution examples (seed ``seed``), held-out evaluation examples
    (seed ``seed + 1``) and selection examples that choose the circuit's size (seed ``seed + 2``);
-   a task file is cut into parts in that order (attribution, selection, evaluation);
+   a task file is cut into parts in that order (attribution, selection, evaluation); circuit.json
+   records the parts (metadata ``splits``) and :func:`evaluate_saved` reuses its held-out one;
 3. :func:`circuits.build.attribute_graph`: node and edge effects, the attributed graph;
 4. :func:`choose_size` and :func:`choose_circuit`: the circuit, by size (top-N nodes), by node
    threshold, or (the default) the smallest top-N whose faithfulness on the *selection* examples
@@ -27,6 +28,7 @@ Python::
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,9 +38,14 @@ from typing import Any
 import networkx as nx
 
 from circuits.attribute import attribution_inputs
-from circuits.build import AttributedGraph, BuildConfig, attribute_graph
+from circuits.build import (
+    AttributedGraph,
+    BuildConfig,
+    attribute_graph,
+    check_token_positions,
+)
 from circuits.curves import nodes_needed
-from circuits.errors import CircuitError
+from circuits.errors import CircuitError, TaskError
 from circuits.evaluate import (
     Curves,
     EvalConfig,
@@ -126,20 +133,44 @@ class DiscoverConfig:
     device: str | None = None
 
     def __post_init__(self) -> None:
+        import numbers
+
+        def _count(value: Any) -> bool:
+            return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 1
+
         if self.composition not in COMPOSITIONS:
             raise CircuitError(f"unknown composition {self.composition!r}; expected one of {', '.join(COMPOSITIONS)}")
         if self.n_nodes is not None and self.node_threshold is not None:
             raise CircuitError("choose the circuit by --nodes or by --node-threshold, not both")
         if self.n_nodes is not None and self.n_nodes < 1:
             raise CircuitError(f"--nodes must be at least 1, got {self.n_nodes}")
-        if self.node_threshold is not None and not self.node_threshold >= 0:
-            raise CircuitError(f"--node-threshold must be >= 0, got {self.node_threshold}")
+        if self.node_threshold is not None and not 0 <= self.node_threshold < float("inf"):
+            raise CircuitError(f"--node-threshold must be a finite number >= 0, got {self.node_threshold}")
         if not 0 < self.faithfulness <= 1:
             raise CircuitError(f"the target faithfulness must be in (0, 1], got {self.faithfulness}")
         if self.confidence is not None and not 0 < self.confidence < 1:
             raise CircuitError(f"the confidence must be in (0, 1), got {self.confidence}")
-        if self.n_attribution < 1 or self.n_eval < 1 or self.selection_examples < 1:
-            raise CircuitError("a run needs at least one attribution, one selection and one evaluation example")
+        for flag, value in (
+            ("--examples", self.n_attribution), ("--eval-examples", self.n_eval), ("selection_examples", self.selection_examples),
+            ("--steps", self.steps), ("--curve-points", self.curve_points),
+        ):
+            if not _count(value):
+                raise CircuitError(f"{flag} must be an integer of at least 1, got {value!r}")
+        for flag, optional in (("--edge-examples", self.edge_examples), ("edge_curve_examples", self.edge_curve_examples),
+                               ("--max-nodes", self.max_nodes)):
+            if optional is not None and not _count(optional):
+                raise CircuitError(f"{flag} must be an integer of at least 1 (or None), got {optional!r}")
+        if self.edge_examples is not None and self.edge_examples > self.n_attribution:
+            raise CircuitError(
+                f"--edge-examples {self.edge_examples} is more than the {self.n_attribution} attribution examples "
+                f"(--examples): give at most {self.n_attribution}, or leave it out to use them all"
+            )
+        if not self.labels and self.label_corpus is not None:
+            raise CircuitError(f"--label-corpus {self.label_corpus} has no use with --no-labels: drop one of the two")
+        if self.labels and self.label_corpus is not None:
+            from circuits.labels import corpus_lines
+
+            corpus_lines(self.label_corpus)  # a missing, non-UTF-8 or blank file fails now, not after the run
         self.build_config()  # validates method, positions, steps
         self.eval_config()  # validates the ablation
 
@@ -208,7 +239,12 @@ class TaskData:
     """Attribution, selection (validation) and held-out evaluation examples of one task.
 
     ``selection`` is None when a task file is too small for three parts; the size is then chosen on
-    the attribution examples.
+    the attribution examples. ``splits`` says how the parts were drawn, as circuit.json records it
+    (graph metadata ``splits``): for a built-in task ``{"kind": "builtin", "task": name, "attribution":
+    {"seed": s, "examples": n}, "selection": {...} | None, "evaluation": {...}}``; for a task file
+    ``{"kind": "file", "path": ..., "sha256": ..., "schema": ... | None, "schema_sha256": ... | None,
+    "attribution": {"rows": [start, stop]}, "selection": ..., "evaluation": ...}`` (rows 0-based, stop
+    excluded, in file order; the hashes are the sha256 of the files' bytes).
     """
 
     name: str
@@ -219,6 +255,25 @@ class TaskData:
     eval_seed: int | None
     selection: Task | None = None
     selection_batch: TaskBatch | None = None
+    splits: dict[str, Any] = field(default_factory=dict)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def task_file_identity(path: str | Path, schema: str | Path | None = None) -> dict[str, Any]:
+    """A task file (and its schema CSV) as circuit.json records it: resolved paths and sha256 hashes."""
+    return {
+        "path": str(Path(path).resolve()), "sha256": file_sha256(path),
+        "schema": None if schema is None else str(Path(schema).resolve()),
+        "schema_sha256": None if schema is None else file_sha256(schema),
+    }
 
 
 def load_data(
@@ -229,32 +284,42 @@ def load_data(
     seed: int = 0,
     schema: str | None = None,
     n_selection: int = 0,
+    *,
+    positions: str | None = None,
 ) -> TaskData:
     """Examples of a built-in task or a task file, in disjoint parts.
 
     Built-in tasks: attribution seed ``seed``, held-out evaluation seed ``seed + 1``, selection seed
-    ``seed + 2`` (``n_selection`` examples, none when 0). A task file: its first ``n_attribution``
-    examples, then ``n_selection``, then ``n_eval``; a file too small for that is split in two (half for
-    attribution at most) and has no selection part.
+    ``seed + 2`` (``n_selection`` examples, none when 0); ``schema`` is refused (their spans are built
+    in). A task file: its first ``n_attribution`` examples, then ``n_selection``, then ``n_eval``; a file
+    too small for that is split in two (half for attribution at most) and has no selection part.
+    ``positions="token"`` refuses prompts of different lengths (:func:`circuits.build.check_token_positions`),
+    before anything is attributed. :attr:`TaskData.splits` records the parts.
     """
     from circuits.commands.tasks import resolve_task
 
     pad = tokenizer.pad_id
     selection: Task | None = None
     if spec in TASKS:
+        if schema is not None:
+            raise TaskError(f"--schema applies to task files only, and {spec!r} is a built-in task")
         attr = make_task(spec, tokenizer, n=n_attribution, seed=seed)
         ev = make_task(spec, tokenizer, n=n_eval, seed=seed + 1)
         selection = make_task(spec, tokenizer, n=n_selection, seed=seed + 2) if n_selection else None
         eval_seed: int | None = seed + 1
+        splits: dict[str, Any] = {
+            "kind": "builtin", "task": spec,
+            "attribution": {"seed": seed, "examples": len(attr)},
+            "selection": None if selection is None else {"seed": seed + 2, "examples": len(selection)},
+            "evaluation": {"seed": seed + 1, "examples": len(ev)},
+        }
     else:
         task = resolve_task(spec, tokenizer, schema=schema)
         if len(task) < 2:
             raise CircuitError(f"{spec}: a task file needs at least 2 examples (attribution and held-out evaluation)")
+        exs = task.examples
         if n_selection and len(task) >= n_attribution + n_selection + n_eval:
-            exs = task.examples
-            attr = Task(task.name, exs[:n_attribution], task.metric, task.description)
-            selection = Task(task.name, exs[n_attribution : n_attribution + n_selection], task.metric, task.description)
-            ev = Task(task.name, exs[n_attribution + n_selection :][:n_eval], task.metric, task.description)
+            n_first, n_sel = n_attribution, n_selection
         else:
             n_first = min(n_attribution, len(task) // 2) if len(task) < n_attribution + n_eval else n_attribution
             if n_first < n_attribution:
@@ -264,13 +329,30 @@ def load_data(
             if n_selection:
                 log.warning("%s has too few examples for a separate selection split (%d needed): the circuit size is "
                             "chosen on the attribution examples", spec, n_attribution + n_selection + n_eval)
-            attr, rest = task.split(n_first)
-            ev = Task(rest.name, rest.examples[:n_eval], rest.metric, rest.description)
+            n_sel = 0
+        e_start = n_first + n_sel
+        e_stop = min(len(task), e_start + n_eval)
+        attr = Task(task.name, exs[:n_first], task.metric, task.description)
+        if n_sel:
+            selection = Task(task.name, exs[n_first:e_start], task.metric, task.description)
+        ev = Task(task.name, exs[e_start:e_stop], task.metric, task.description)
         eval_seed = None
-    return TaskData(
+        splits = {
+            "kind": "file", **task_file_identity(spec, schema),
+            "attribution": {"rows": [0, n_first]},
+            "selection": {"rows": [n_first, e_start]} if n_sel else None,
+            "evaluation": {"rows": [e_start, e_stop]},
+        }
+    data = TaskData(
         attr.name, attr, ev, attr.batch(pad), ev.batch(pad), eval_seed,
-        selection, None if selection is None else selection.batch(pad),
+        selection, None if selection is None else selection.batch(pad), splits,
     )
+    if positions == "token":
+        check_token_positions(
+            {"attribution": data.attribution_batch, "selection": data.selection_batch, "evaluation": data.evaluation_batch},
+            spec,
+        )
+    return data
 
 
 def token_labels(tokenizer: Any, batch: TaskBatch) -> list[str]:
@@ -288,10 +370,19 @@ def choose_circuit(G: nx.DiGraph, n_nodes: int | None = None, node_threshold: fl
     if (n_nodes is None) == (node_threshold is None):
         raise CircuitError("choose the circuit by a number of nodes or by a node threshold (exactly one)")
     if node_threshold is not None:
+        effects = [abs(float(d["effect"])) for n, d in G.nodes(data=True) if n != METRIC and "effect" in d]
+        if effects and max(effects) < node_threshold:
+            raise CircuitError(
+                f"--node-threshold {node_threshold:g} selects no node: the largest |effect| in the attributed graph is "
+                f"{max(effects):.4g}; give a smaller threshold"
+            )
         return prune_by_threshold(G, node_threshold=node_threshold)
     total = count_nodes(G)
     if n_nodes > total:
-        raise CircuitError(f"asked for a circuit of {n_nodes} nodes, but the attributed graph has only {total}")
+        raise CircuitError(
+            f"asked for a circuit of {n_nodes} nodes, but the attributed graph has only {total} to choose from; "
+            f"give --nodes {total} or fewer"
+        )
     return prune_top_nodes(G, n_nodes)
 
 
@@ -446,6 +537,8 @@ def write_outputs(
     title: str | None = None,
     contexts: dict[str, list[dict[str, Any]]] | None = None,
     metadata: dict[str, Any] | None = None,
+    *,
+    atomic: bool = True,
 ) -> dict[str, Path]:
     """Write circuit.json, circuit.svg (Graphviz, with circuit.dot), curve.json, curve.png and
     report.html into ``out``.
@@ -454,7 +547,19 @@ def write_outputs(
     it. ``contexts`` (node id -> top-activating contexts, :func:`circuits.labels.contexts_for`) go into
     the report for the ``REPORT_CONTEXT_NODES`` nodes of largest ``|effect|``; ``metadata`` is shown in
     its header.
+
+    The folder is written as a unit (:func:`circuits.files.run_folder`): under the lock ``OUT.lock``,
+    into a temporary sibling that replaces ``out`` as a whole once every file is written, so a failed
+    or interrupted write leaves ``out`` as it was. An existing ``out`` must be empty or an earlier run
+    folder (holding circuit.json). ``atomic=False`` writes straight into ``out``, for a caller that
+    stages the folder itself (as :func:`discover` does).
     """
+    if atomic:
+        from circuits.files import run_folder
+
+        with run_folder(out, replaces="circuit.json") as staging:
+            written = write_outputs(staging, circuit, curves, title, contexts, metadata, atomic=False)
+        return {name: Path(out) / path.relative_to(staging) for name, path in written.items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {"circuit.json": save_circuit(circuit, out / "circuit.json")}
@@ -480,13 +585,35 @@ def write_outputs(
 
 
 def discover(config: DiscoverConfig = DiscoverConfig(), out: str | Path | None = None, progress: bool = False) -> DiscoverResult:
-    """Attribute, prune, evaluate on held-out examples and (with ``out``) write the run folder."""
+    """Attribute, prune, evaluate on held-out examples and (with ``out``) write the run folder.
+
+    With ``out`` the whole run, from before the model loads until the folder is in place, holds the
+    folder's lock and writes into a temporary sibling that replaces ``out`` as a whole when complete
+    (:func:`circuits.files.run_folder`). So an unwritable ``out`` raises
+    :class:`~circuits.errors.OutputError` and a folder another run is writing raises
+    :class:`~circuits.errors.OutputLockedError`, both before anything is loaded, and a run that fails
+    or is interrupted leaves ``out`` as it was. An existing ``out`` must be empty or an earlier run
+    folder (holding circuit.json); files in it that the run does not write are not kept.
+    """
+    if out is None:
+        return _discover_run(config, None, progress)
+    from circuits.files import run_folder
+
+    with run_folder(out, replaces="circuit.json") as staging:
+        result = _discover_run(config, staging, progress)
+    result.files = {name: Path(out) / path.relative_to(staging) for name, path in result.files.items()}
+    return result
+
+
+def _discover_run(config: DiscoverConfig, out: Path | None, progress: bool) -> DiscoverResult:
+    """The phases of :func:`discover`; the run folder is written straight into ``out`` (the staging folder)."""
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     setup = load_setup(config)
     n_selection = 0 if (config.n_nodes is not None or config.node_threshold is not None) else config.selection_examples
     data = load_data(
-        config.task, setup.loaded.tokenizer, config.n_attribution, config.n_eval, config.seed, config.schema, n_selection
+        config.task, setup.loaded.tokenizer, config.n_attribution, config.n_eval, config.seed, config.schema, n_selection,
+        positions=config.positions,
     )
     seconds["load"] = time.perf_counter() - t
 
@@ -496,7 +623,7 @@ def discover(config: DiscoverConfig = DiscoverConfig(), out: str | Path | None =
     metadata = {
         "model": setup.model_name, "dictionaries": setup.dictionaries_name, "task": data.name,
         "dictionaries_source": setup.dictionaries_source, "composition": config.composition, "seed": config.seed,
-        "eval_seed": data.eval_seed, "evaluation_examples": len(data.evaluation),
+        "eval_seed": data.eval_seed, "evaluation_examples": len(data.evaluation), "splits": data.splits,
     }
     attributed = attribute_graph(
         setup.rm, batch, attribution_inputs(batch), config.build_config(), metadata=metadata,
@@ -543,7 +670,7 @@ def discover(config: DiscoverConfig = DiscoverConfig(), out: str | Path | None =
             "faithfulness": round(evaluation.faithfulness, 4), "completeness": round(evaluation.completeness, 4),
             "ablation": evaluation.ablation, "evaluation examples": len(data.evaluation),
         }
-        result.files = write_outputs(out, circuit, curves, title=title, contexts=contexts, metadata=report_meta)
+        result.files = write_outputs(out, circuit, curves, title=title, contexts=contexts, metadata=report_meta, atomic=False)
         seconds["write"] = time.perf_counter() - t
     return result
 
@@ -559,13 +686,20 @@ def _fractions() -> tuple[float, ...]:
 
 @dataclass
 class SavedEvaluation:
-    """A saved circuit re-evaluated on a task."""
+    """A saved circuit re-evaluated on a task.
+
+    ``examples`` are the examples it was evaluated on, ``split`` says which (as
+    :func:`evaluation_split` chose them; None for a circuit.json that records no splits).
+    """
 
     circuit: nx.DiGraph
     evaluation: Evaluation
     edge_evaluation: Evaluation | None
+    examples: Task | None = None
+    split: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
+        """The JSON summary ``circuits evaluate --json`` prints."""
         e = self.evaluation
         return {
             "faithfulness": e.faithfulness, "completeness": e.completeness, "nodes": e.nodes,
@@ -574,7 +708,163 @@ class SavedEvaluation:
             "m_model": e.m_model, "m_empty": e.m_empty, "m_circuit": e.m_circuit, "ablation": e.ablation,
             "task": self.circuit.graph.get("task"), "model": self.circuit.graph.get("model"),
             "dictionaries": self.circuit.graph.get("dictionaries"),
+            "evaluation_examples": None if self.examples is None else len(self.examples),
+            "split": self.split,
         }
+
+
+def _recorded_splits(meta: dict[str, Any], source: str) -> dict[str, Any] | None:
+    """circuit.json's ``splits`` (see :class:`TaskData`), checked; None when the file records none."""
+    splits = meta.get("splits")
+    if splits is None:
+        return None
+    bad = CircuitError(f"{source}: metadata 'splits' is malformed (expected what `circuits discover` records)")
+    if not isinstance(splits, dict) or splits.get("kind") not in ("builtin", "file"):
+        raise bad
+    ev = splits.get("evaluation")
+    if not isinstance(ev, dict):
+        raise bad
+    if splits["kind"] == "builtin":
+        if not isinstance(splits.get("task"), str) or not all(
+            isinstance(ev.get(k), int) and not isinstance(ev.get(k), bool) for k in ("seed", "examples")
+        ):
+            raise bad
+    else:
+        rows = ev.get("rows")
+        if not isinstance(splits.get("sha256"), str) or not isinstance(splits.get("path"), str) or not (
+            isinstance(rows, list) and len(rows) == 2 and all(isinstance(r, int) and not isinstance(r, bool) for r in rows)
+            and 0 <= rows[0] < rows[1]
+        ):
+            raise bad
+    return splits
+
+
+def _recorded_count(splits: dict[str, Any]) -> int:
+    ev = splits["evaluation"]
+    return int(ev["examples"]) if splits["kind"] == "builtin" else int(ev["rows"][1] - ev["rows"][0])
+
+
+def _task_words(kind: str, task: str, path: str | None = None) -> str:
+    return f"the built-in task {task!r}" if kind == "builtin" else f"the task file {path or task} (task {task!r})"
+
+
+def evaluation_split(
+    meta: dict[str, Any],
+    task: str,
+    *,
+    n_eval: int | None = None,
+    seed: int | None = None,
+    rows: tuple[int, int] | None = None,
+    schema: str | None = None,
+    allow_other_task: bool = False,
+    source: str = "circuit.json",
+) -> dict[str, Any] | None:
+    """Which examples of ``task`` a saved circuit (graph metadata ``meta``) is evaluated on.
+
+    By default the held-out part circuit.json records (``meta["splits"]``, see :class:`TaskData`): the
+    same examples, in the same order, as the run that made it evaluated. ``seed`` (built-in tasks)
+    and ``n_eval`` override the recorded seed and count; for a task file ``n_eval`` counts rows from
+    the start of the recorded held-out part and ``rows`` ``(start, stop)`` (0-based, stop excluded)
+    names the rows outright. Returns ``{"kind": "builtin", "task", "seed", "examples"}`` or ``{"kind":
+    "file", "path", "rows", "schema", ...}``, or None when circuit.json records no splits (saved by an
+    earlier version: the caller splits the task as those versions did, with a warning).
+
+    Refused (:class:`TaskError` / :class:`CircuitError`, one sentence each): ``schema`` or ``rows``
+    with a built-in task, ``seed`` with a task file, ``rows`` with ``n_eval``; a task other than the
+    circuit's own unless ``allow_other_task`` (then a warning, and the same number of examples: a
+    built-in task at its held-out seed, a task file from its first row); a task file whose sha256 (or
+    its schema's) differs from the recorded one, unless ``rows`` are given (then a warning).
+    """
+    builtin = task in TASKS
+    if builtin and schema is not None:
+        raise TaskError(f"--schema applies to task files only, and {task!r} is a built-in task")
+    if builtin and rows is not None:
+        raise TaskError(f"--rows applies to task files only; {task!r} is a built-in task, whose examples --seed and --eval-examples choose")
+    if not builtin and seed is not None:
+        raise TaskError(f"--seed applies to built-in tasks only; choose the examples of the task file {task} with --rows START:STOP")
+    if rows is not None and n_eval is not None:
+        raise TaskError("give --rows or --eval-examples, not both")
+    if rows is not None and not (0 <= rows[0] < rows[1]):
+        raise TaskError(f"--rows {rows[0]}:{rows[1]} is empty or negative; give START:STOP with 0 <= START < STOP")
+    if n_eval is not None and n_eval < 1:
+        raise TaskError(f"--eval-examples must be at least 1, got {n_eval}")
+    if not builtin and not Path(task).is_file():  # an unknown task or a missing file: loading it says which
+        return {"kind": "file", "path": task, "rows": [0, 1], "schema": schema}
+    recorded_task = str(meta.get("task"))
+    name = task if builtin else Path(task).stem
+    splits = _recorded_splits(meta, source)
+    if splits is None:
+        if name != recorded_task:
+            if not allow_other_task:
+                raise CircuitError(f"{source} is a circuit for the task {recorded_task!r}, not {name!r}; pass "
+                                   "--allow-other-task to evaluate it on another task")
+            log.warning("evaluating %s, a circuit for the task %r, on %r", source, recorded_task, name)
+        log.warning("%s records no example splits (it was saved by an earlier version): %s is split as those versions "
+                    "did, which may not give the examples the run held out", source, task)
+        return None
+    rec_kind = splits["kind"]
+    rec_words = _task_words(rec_kind, recorded_task, splits.get("path"))
+    count = _recorded_count(splits)
+
+    def other_task() -> None:
+        here = _task_words("builtin" if builtin else "file", name, None if builtin else task)
+        if not allow_other_task:
+            raise CircuitError(f"{source} is a circuit for {rec_words}, not {here}; pass --allow-other-task to evaluate "
+                               "it on another task")
+        log.warning("evaluating %s, a circuit for %s, on %s", source, rec_words, here)
+
+    if builtin:
+        same = rec_kind == "builtin" and splits["task"] == task
+        if not same:
+            other_task()
+        held_out_seed = int(splits["evaluation"]["seed"]) if rec_kind == "builtin" else 1
+        return {"kind": "builtin", "task": task, "seed": held_out_seed if seed is None else int(seed),
+                "examples": count if n_eval is None else int(n_eval)}
+    resolved, digest = str(Path(task).resolve()), file_sha256(task)
+    same_file = rec_kind == "file" and digest == splits["sha256"]
+    changed = rec_kind == "file" and not same_file and (resolved == splits["path"] or name == recorded_task)
+    what = task
+    if schema is None and (same_file or changed) and splits.get("schema") is not None:
+        schema = splits["schema"]  # the run's own schema CSV
+        if not Path(schema).is_file():
+            raise TaskError(f"the schema CSV {schema} that {source} records for {task} is missing; pass --schema")
+    schema_digest = None if schema is None else file_sha256(schema)
+    if same_file and splits.get("schema_sha256") is not None and schema_digest not in (None, splits["schema_sha256"]):
+        changed, what = True, f"the schema CSV {schema}"
+    if changed:
+        if rows is None:
+            raise CircuitError(f"{what} has changed since {source} was made (its sha256 differs from the recorded one), "
+                               "so the recorded held-out rows may hold other examples; pass --rows START:STOP to evaluate "
+                               "chosen rows anyway")
+        log.warning("%s has changed since %s was made; evaluating rows %d:%d as asked", what, source, *rows)
+    elif not same_file:
+        other_task()
+        rows = rows or (0, count if n_eval is None else int(n_eval))
+    if rows is None:
+        start = int(splits["evaluation"]["rows"][0])
+        rows = (start, start + (count if n_eval is None else int(n_eval)))
+    return {"kind": "file", "path": resolved, "sha256": digest, "schema": schema, "schema_sha256": schema_digest,
+            "rows": [int(rows[0]), int(rows[1])]}
+
+
+def load_split(split: dict[str, Any], tokenizer: Any, *, explicit_rows: bool = False) -> Task:
+    """The examples :func:`evaluation_split` names. Rows past the end of a task file are an error when
+    given explicitly (``explicit_rows``); otherwise the part is cut at the end, with a warning."""
+    from circuits.commands.tasks import resolve_task
+
+    if split["kind"] == "builtin":
+        return make_task(split["task"], tokenizer, n=int(split["examples"]), seed=int(split["seed"]))
+    full = resolve_task(split["path"], tokenizer, schema=split.get("schema"))
+    start, stop = split["rows"]
+    if stop > len(full):
+        if explicit_rows or start >= len(full):
+            raise TaskError(f"rows {start}:{stop} are outside the file's {len(full)} examples (rows 0:{len(full)})",
+                            source=split["path"])
+        log.warning("%s has %d examples: evaluating rows %d:%d, not %d:%d", split["path"], len(full), start, len(full),
+                    start, stop)
+        stop = len(full)
+        split["rows"] = [start, stop]
+    return Task(full.name, full.examples[start:stop], full.metric, full.description)
 
 
 def evaluate_saved(
@@ -583,29 +873,40 @@ def evaluate_saved(
     *,
     model: str | None = None,
     dictionaries: str | None = None,
-    ablation: str = "mean",
+    ablation: str | None = None,
     ablate_errors: bool | None = None,
     ablate_embed: bool | None = None,
     edges: bool = True,
-    n_eval: int = 64,
+    n_eval: int | None = None,
     seed: int | None = None,
+    rows: tuple[int, int] | None = None,
     schema: str | None = None,
+    allow_other_task: bool = False,
     device: str | None = None,
 ) -> SavedEvaluation:
     """Re-evaluate circuit.json on ``task``'s held-out examples.
 
+    The examples default to the held-out part circuit.json records, so the faithfulness is the one the
+    run reported; ``seed``, ``n_eval`` and ``rows`` override it, and a task other than the circuit's
+    own, or a task file changed since, is refused (see :func:`evaluation_split`). A circuit.json that
+    records no splits is evaluated as earlier versions did (``seed`` defaulting to the run's
+    evaluation seed, ``n_eval`` to 64), with a warning.
     The model and dictionaries default to those recorded in the file; given explicitly, they must be
-    the ones the circuit was made with (:class:`CircuitError` otherwise). ``seed`` defaults to the
-    run's evaluation seed; ``ablate_errors`` and ``ablate_embed`` to the run's settings.
+    the ones the circuit was made with (:class:`CircuitError` otherwise). ``ablation``,
+    ``ablate_errors`` and ``ablate_embed`` default to the run's settings.
     """
     G = load_circuit(path)
     meta = G.graph
     if count_nodes(G) == 0:
         raise CircuitError(f"{path}: the circuit is empty (no node besides 'metric'); nothing to evaluate")
+    split = evaluation_split(meta, task, n_eval=n_eval, seed=seed, rows=rows, schema=schema,
+                             allow_other_task=allow_other_task, source=str(path))
     model_name = model or meta["model"]
     source = dictionaries if dictionaries is not None else meta.get("dictionaries_source")
     source = None if source == "default" else source
     recorded = meta.get("evaluation") or {}
+    if ablation is None:
+        ablation = str(recorded.get("ablation", "mean"))
     if ablate_errors is None:
         ablate_errors = bool(recorded.get("ablate_errors", True))
     if ablate_embed is None:
@@ -619,14 +920,27 @@ def evaluate_saved(
     check_compatible(G, model=setup.model_name, dictionaries=setup.dictionaries_name, source=str(path))
     if int(meta.get("n_layers", setup.rm.model.cfg.n_layers)) != int(setup.rm.model.cfg.n_layers):
         raise CircuitError(f"{path} was made for a model with {meta['n_layers']} layers; this one has {setup.rm.model.cfg.n_layers}")
-    eval_seed = seed if seed is not None else (meta.get("eval_seed") if meta.get("eval_seed") is not None else 1)
-    # a task file is split as the run split it: its first ``examples`` prompts were attributed
-    n_attr = int(meta.get("examples") or n_eval)
-    data = load_data(task, setup.loaded.tokenizer, n_attribution=n_attr, n_eval=n_eval, seed=int(eval_seed) - 1, schema=schema)
-    evaluator = Evaluator(setup.rm, data.evaluation_batch, config.eval_config())
+    if split is not None:
+        examples = load_split(split, setup.loaded.tokenizer, explicit_rows=rows is not None)
+        batch = examples.batch(setup.loaded.tokenizer.pad_id)
+    else:
+        eval_seed = seed if seed is not None else (meta.get("eval_seed") if meta.get("eval_seed") is not None else 1)
+        # a task file is split as the run split it: its first ``examples`` prompts were attributed
+        n = 64 if n_eval is None else n_eval
+        n_attr = int(meta.get("examples") or n)
+        data = load_data(task, setup.loaded.tokenizer, n_attribution=n_attr, n_eval=n, seed=int(eval_seed) - 1, schema=schema)
+        examples, batch = data.evaluation, data.evaluation_batch
+    if meta.get("positions") == "token":
+        check_token_positions({"evaluation": batch}, task)
+        width = len(meta.get("position_labels") or [])
+        length = int(batch.clean_lengths[0])
+        if width and length != width:
+            raise CircuitError(f"{path} has token positions for prompts of {width} tokens, but the prompts of {task} "
+                               f"have {length}, so its position indices would mean other tokens")
+    evaluator = Evaluator(setup.rm, batch, config.eval_config())
     evaluation = evaluator.evaluate(G)
     edge_eval = evaluator.evaluate(G, level="edges", completeness=False) if edges else None
-    return SavedEvaluation(G, evaluation, edge_eval)
+    return SavedEvaluation(G, evaluation, edge_eval, examples, split)
 
 
 def config_dict(config: DiscoverConfig) -> dict[str, Any]:

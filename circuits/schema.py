@@ -43,6 +43,17 @@ class Schema:
         if len(names) != len(starts):
             raise SchemaError(f"{len(names)} span names but {len(starts)} start indices", source=source, line=line)
         starts = [int(s) for s in starts]
+        try:
+            _check_names(names)
+        except SchemaError as err:
+            raise SchemaError(str(err), source=source, line=line) from None
+        if int(length) < 1:
+            raise SchemaError(f"length {length}: a prompt has at least one token (BOS)", source=source, line=line)
+        for name, start in zip(names, starts, strict=True):
+            if start < 0:
+                raise SchemaError(
+                    f"span {name!r} starts at token {start}; token indices count from 0 (BOS)", source=source, line=line
+                )
         for prev_name, name, prev, start in zip(names, names[1:], starts, starts[1:]):
             if start < prev:
                 raise SchemaError(
@@ -76,10 +87,7 @@ class Schema:
         """Raise :class:`SchemaError` unless the spans cover every token once, in order, last token alone."""
         if not self.spans:
             raise SchemaError("schema has no spans")
-        names = self.names
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise SchemaError(f"span names repeat: {', '.join(dup)}")
+        _check_names(self.names)
         for span in self.spans:
             if span.end <= span.start:
                 raise SchemaError(f"span {span.name!r} is empty or reversed ({span.start}..{span.end})")
@@ -90,6 +98,8 @@ class Schema:
         prev: Span | None = None
         for span in self.spans:
             if prev is None:
+                if span.start < 0:
+                    raise SchemaError(f"the first span {span.name!r} starts at token {span.start}; token indices count from 0 (BOS)")
                 if span.start != 0:
                     raise SchemaError(f"tokens 0..{span.start - 1} are not covered: the first span {span.name!r} starts at {span.start}")
             elif span.start < prev.end:
@@ -117,6 +127,25 @@ class Schema:
 
     def __len__(self) -> int:
         return len(self.spans)
+
+
+def _check_names(names: Sequence[str]) -> None:
+    """Raise :class:`SchemaError` unless every span name can be a graph position and none repeats.
+
+    A span name becomes the position part of node ids (``"L1.attn/IO/5"``), so it is a non-empty
+    printable string without ``/``, not all digits (that reads as a token index) and not ``*``
+    (the position-agnostic column).
+    """
+    for name in names:
+        if not isinstance(name, str) or not name or not name.isprintable() or "/" in name:
+            raise SchemaError(f"bad span name {name!r}: a span name is a non-empty printable string without '/'")
+        if name.isdigit():
+            raise SchemaError(f"bad span name {name!r}: a span name cannot be all digits (that reads as a token index)")
+        if name == "*":
+            raise SchemaError("bad span name '*': it stands for every position; choose another name")
+    dup = sorted({n for n in names if list(names).count(n) > 1})
+    if dup:
+        raise SchemaError(f"span names repeat: {', '.join(dup)}")
 
 
 def per_token_schema(length: int) -> Schema:

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from circuits.errors import SchemaError, TaskError
 from circuits.files import atomic_write
@@ -56,24 +56,45 @@ def _read_schema_rows(path: str | Path) -> list[tuple[str, _SchemaRow]]:
     path = Path(path)
     src = str(path)
     _require_file(path)
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        for col in NON_SPAN_COLUMNS:
-            if col not in header:
-                raise TaskError(f"missing column {col!r} (columns: {', '.join(header) or 'none'})", source=src, line=1)
-        span_cols = [c for c in header if c not in NON_SPAN_COLUMNS]
-        if not span_cols:
-            raise SchemaError("no span columns besides 'prompt' and 'length'", source=src, line=1)
-        rows = []
-        for i, row in enumerate(reader):
-            line = i + 2
-            try:
-                starts = [int(row[c]) for c in span_cols]
-                length = int(row["length"])
-            except (TypeError, ValueError):
-                raise TaskError("span starts and length must be integers", source=src, line=line) from None
-            rows.append((row["prompt"], _SchemaRow(span_cols, starts, length, src, line)))
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            return _parse_schema_rows(csv.reader(fh), src)
+    except UnicodeDecodeError as err:
+        raise TaskError(f"not UTF-8 text (byte {err.start}); save the schema CSV as UTF-8", source=src) from None
+    except csv.Error as err:
+        raise TaskError(f"not a readable CSV file ({err})", source=src) from None
+    except OSError as err:
+        raise TaskError(f"cannot read the file ({err.strerror or err})", source=src) from None
+
+
+def _parse_schema_rows(reader: Iterator[list[str]], src: str) -> list[tuple[str, _SchemaRow]]:
+    header: list[str] = next(iter(reader), [])
+    unnamed = [i for i, c in enumerate(header, 1) if not c.strip()]
+    if unnamed:
+        raise SchemaError(f"column {unnamed[0]} of the header has no name (a stray comma?)", source=src, line=1)
+    dup = sorted({c for c in header if header.count(c) > 1})
+    if dup:
+        raise SchemaError(f"column {dup[0]!r} appears {header.count(dup[0])} times in the header; name each column once", source=src, line=1)
+    for col in NON_SPAN_COLUMNS:
+        if col not in header:
+            raise TaskError(f"missing column {col!r} (columns: {', '.join(_short(c) for c in header) or 'none'})", source=src, line=1)
+    span_cols = [c for c in header if c not in NON_SPAN_COLUMNS]
+    if not span_cols:
+        raise SchemaError("no span columns besides 'prompt' and 'length'", source=src, line=1)
+    rows = []
+    for fields in reader:
+        line = getattr(reader, "line_num", 0)
+        if not fields:
+            continue
+        if len(fields) != len(header):
+            raise TaskError(f"{len(fields)} fields but the header has {len(header)} columns", source=src, line=line)
+        row = dict(zip(header, fields, strict=True))
+        try:
+            starts = [int(row[c]) for c in span_cols]
+            length = int(row["length"])
+        except ValueError:
+            raise TaskError("span starts and length must be integers", source=src, line=line) from None
+        rows.append((row["prompt"], _SchemaRow(span_cols, starts, length, src, line)))
     return rows
 
 
@@ -118,24 +139,29 @@ def load_task(
     src = str(path)
     _require_file(path)
     records = []
-    with path.open() as fh:
-        for i, raw in enumerate(fh):
-            line = i + 1
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise TaskError(f"not valid JSON ({err.msg})", source=src, line=line) from None
-            if not isinstance(rec, dict):
-                raise TaskError("each line must be a JSON object", source=src, line=line)
-            missing = [f for f in REQUIRED_FIELDS if f not in rec]
-            if missing:
-                raise TaskError(f"missing field {', '.join(repr(m) for m in missing)}", source=src, line=line)
-            not_text = [f for f in REQUIRED_FIELDS if not isinstance(rec[f], str)]
-            if not_text:
-                raise TaskError(f"field {not_text[0]!r} must be a string, got {rec[not_text[0]]!r}", source=src, line=line)
-            records.append((line, rec))
+    for line, raw in _jsonl_lines(path):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise TaskError(f"not valid JSON ({err.msg})", source=src, line=line) from None
+        except (ValueError, RecursionError) as err:  # an int of thousands of digits, or nesting too deep
+            message = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0]
+            raise TaskError(f"not usable JSON ({message})", source=src, line=line) from None
+        if not isinstance(rec, dict):
+            raise TaskError("each line must be a JSON object", source=src, line=line)
+        missing = [f for f in REQUIRED_FIELDS if f not in rec]
+        if missing:
+            raise TaskError(f"missing field {', '.join(repr(m) for m in missing)}", source=src, line=line)
+        not_text = [f for f in REQUIRED_FIELDS if not isinstance(rec[f], str)]
+        if not_text:
+            raise TaskError(f"field {not_text[0]!r} must be a string, got {_short(rec[not_text[0]])}", source=src, line=line)
+        for field in ("clean_prefix", "patch_prefix"):
+            if not rec[field].strip():
+                raise TaskError(f"field {field!r} is empty; a prompt needs at least one word", source=src, line=line)
+        _check_encodable(rec, src, line)
+        records.append((line, rec))
     if not records:
         raise TaskError("no examples", source=src)
     clean_schemas = _schema_rows(schema, len(records), src)
@@ -177,6 +203,38 @@ def load_task(
     return Task(task_name, examples, metric)
 
 
+def _jsonl_lines(path: Path) -> list[tuple[int, str]]:
+    """The numbered lines of a UTF-8 text file (a leading byte-order mark is dropped)."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise TaskError(f"not UTF-8 text (byte {err.start}); save the task file as UTF-8", source=str(path)) from None
+    except OSError as err:
+        raise TaskError(f"cannot read the file ({err.strerror or err})", source=str(path)) from None
+    # a raw carriage return cannot sit inside a JSON string, so every one of them ends a line
+    return list(enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), 1))
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_encodable(record: dict, src: str, line: int) -> None:
+    """Refuse text that JSON escapes can hold but UTF-8 cannot (unpaired surrogates such as ``\\ud800``)."""
+    for key, value in record.items():
+        texts = value if isinstance(value, list) else [value]
+        for text in texts:
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise TaskError(
+                        f"field {key!r} holds an unpaired surrogate escape ({_short(text)}); write the text itself", source=src, line=line
+                    ) from None
+
+
 def _schema_rows(path: str | Path | None, n: int, src: str) -> list[tuple[str, _SchemaRow]] | None:
     if path is None:
         return None
@@ -190,7 +248,7 @@ def _pick_schema(rows, k: int, prompt: str, ids: list[int], path, line: int) -> 
     if rows is None:
         return per_token_schema(len(ids))
     row_prompt, row = rows[k]
-    csv_line = k + 2
+    csv_line = row.line
     if row_prompt.strip() != prompt.strip():
         raise SchemaError(f"row prompt {row_prompt!r} does not match the task's line {line} {prompt!r}", source=str(path), line=csv_line)
     if row.length != len(ids):

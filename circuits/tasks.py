@@ -280,6 +280,15 @@ def available_tasks() -> list[str]:
     return sorted(TASKS)
 
 
+def _did_you_mean(name: str) -> str:
+    """`` (did you mean 'ioi'?)`` for a near-miss spelling of a built-in task name, else ``""``."""
+    import difflib
+
+    by_lower = {t.lower(): t for t in TASKS}
+    close = difflib.get_close_matches(str(name).strip().lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+
+
 def make_task(name: str, tokenizer: TextTokenizer, n: int = 64, seed: int = 0) -> Task:
     """``n`` examples of the built-in task ``name``, generated deterministically from ``seed``.
 
@@ -288,7 +297,7 @@ def make_task(name: str, tokenizer: TextTokenizer, n: int = 64, seed: int = 0) -
     half of the prompts fit, the task cannot be built and :class:`TaskError` says why.
     """
     if name not in TASKS:
-        raise TaskError(f"unknown task {name!r}; built-in tasks are {', '.join(available_tasks())}")
+        raise TaskError(f"unknown task {name!r}{_did_you_mean(name)}; built-in tasks are {', '.join(available_tasks())}")
     if n < 1:
         raise TaskError(f"a task needs at least one example, asked for {n}", source=name)
     spec = TASKS[name]

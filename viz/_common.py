@@ -161,6 +161,20 @@ def all_node_info(graph: nx.DiGraph) -> list[NodeInfo]:
     return [node_info(graph, n, n_layers) for n in graph.nodes]
 
 
+def is_metric(graph: nx.DiGraph, node: Hashable) -> bool:
+    """Whether ``node`` is the metric sink (id ``"metric"`` or ``kind="metric"``)."""
+    return str(node) == METRIC_ID or graph.nodes[node].get("kind") == "metric"
+
+
+def count_nodes(graph: nx.DiGraph) -> int:
+    """The circuit's size: its nodes, not counting the metric sink.
+
+    The same count as ``circuits.graph.count_nodes`` (which the run's title and summary use), so a
+    report's header and its title agree.
+    """
+    return sum(1 for node in graph.nodes if not is_metric(graph, node))
+
+
 def edge_effect(graph: nx.DiGraph, source: Hashable, target: Hashable) -> float:
     """The signed effect of one edge (0.0 when absent)."""
     return _as_float(graph.edges[source, target].get("effect", 0.0))

@@ -14,7 +14,8 @@ A curve is a plain dict::
 
 The layout of a ``curve.json`` file is read as well: ``sizes_nodes`` / ``sizes_edges`` stand for
 ``nodes`` / ``edges``, an edge-level curve under ``metadata["edge_curve"]`` is drawn in the edges
-panel, and ``cpr`` / ``cmd`` (MIB's areas) are printed there when present.
+panel, and ``cpr`` / ``cmd`` (MIB's areas) are printed there when present, on a second line of that
+panel's title: above the axes, so never over the legend or the curves inside them.
 
 Sizes are drawn on a logarithmic axis that stays linear below 1 (``symlog``), so a size of 0
 (the empty circuit) is still shown. Figures are built on ``matplotlib.figure.Figure`` and drawn
@@ -172,8 +173,9 @@ def _areas_text(curve: Mapping[str, Any]) -> str:
     return "   ".join(parts)
 
 
-def _figure(curve: Mapping[str, Any], title: str | None) -> Figure:
-    """The curve figure: one panel by nodes, a second by edges when the curve has edges."""
+def curve_figure(curve: Mapping[str, Any], title: str | None = None) -> Figure:
+    """The curve figure, not yet drawn or saved: one panel by nodes, a second by edges when the
+    curve has edges (whose title's second line gives CPR and CMD when the curve has them)."""
     curve = normalise_curve(curve)
     with_edges = bool(curve.get("edges")) or any(
         data.get("edges") for data in curve["series"].values()
@@ -185,12 +187,8 @@ def _figure(curve: Mapping[str, Any], title: str | None) -> Figure:
     axes[0].set_title("versus nodes", fontsize=10)
     if with_edges:
         _panel(axes[1], curve, "edges", "circuit size (edges)")
-        axes[1].set_title("versus edges", fontsize=10)
         areas = _areas_text(curve)
-        if areas:
-            axes[1].text(
-                0.02, 0.97, areas, transform=axes[1].transAxes, va="top", fontsize=8
-            )
+        axes[1].set_title("versus edges" + (f"\n{areas}" if areas else ""), fontsize=10)
     if title:
         fig.suptitle(title, fontsize=12)
     return fig
@@ -221,7 +219,7 @@ def plot_curve(
     """
     target = Path(path)
     fmt = target.suffix.lstrip(".").lower() or "png"
-    return atomic_write_bytes(target, _save(_figure(curve, title), fmt))
+    return atomic_write_bytes(target, _save(curve_figure(curve, title), fmt))
 
 
 _SVG_PROLOGUE = re.compile(r"^.*?(?=<svg\b)", re.DOTALL)
@@ -234,9 +232,9 @@ def curve_svg(curve: Mapping[str, Any], title: str | None = None) -> str:
     The XML declaration, DOCTYPE and the RDF metadata block are removed; the remaining
     ``<svg>`` element loads nothing from outside.
     """
-    text = _save(_figure(curve, title), "svg").decode("utf-8")
+    text = _save(curve_figure(curve, title), "svg").decode("utf-8")
     text = _SVG_PROLOGUE.sub("", text, count=1)
     return _SVG_METADATA.sub("", text)
 
 
-__all__ = ["curve_svg", "plot_curve"]
+__all__ = ["curve_figure", "curve_svg", "plot_curve"]

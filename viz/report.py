@@ -9,6 +9,15 @@ diagram (``viz.diagram`` when no SVG is passed and Graphviz's ``dot`` is present
 the faithfulness/completeness-versus-size plot, a node table sortable by any column (initially by
 ``|effect|``, largest first) and, when given, each node's top-activating contexts with the tokens
 shaded by activation.
+
+The header's node count is the circuit's size, the metric not counted (``viz._common.count_nodes``,
+the count ``circuits.graph.count_nodes`` gives and the run's title uses).
+
+A context's tokens are shown as the tokenizer decodes them (``spacing``): tokens that carry their
+own whitespace (byte-level BPE tokens decoded one at a time, ``" Mary"``) are put side by side, and
+tokens that carry none (a word-level tokenizer such as the toy model's) get a space between them.
+``spacing="auto"`` (the default) tells the two apart by looking at every token of every context: if
+any of them starts or ends with whitespace the tokens carry their spacing, otherwise they do not.
 """
 
 from __future__ import annotations
@@ -26,12 +35,15 @@ from typing import Any
 import networkx as nx
 
 from viz import diagram, plots
-from viz._common import NodeInfo, all_node_info, atomic_write_text
+from viz._common import NodeInfo, all_node_info, atomic_write_text, count_nodes
 
 logger = logging.getLogger(__name__)
 
 #: Header fields shown first, in this order (taken from ``metadata``, else from ``graph.graph``).
 HEADER_KEYS = ("task", "model", "dictionaries", "method", "positions", "n_layers")
+
+#: How the tokens of a context are joined (see the module docstring).
+SPACINGS = ("auto", "words", "pieces")
 
 _SVG_START = re.compile(r"<svg\b", re.IGNORECASE)
 
@@ -185,7 +197,7 @@ def _header(title: str, graph: nx.DiGraph, metadata: Mapping[str, Any]) -> str:
         value = metadata.get(key, graph.graph.get(key))
         if value not in (None, ""):
             fields[key] = value
-    fields["nodes / edges"] = f"{graph.number_of_nodes()} / {graph.number_of_edges()}"
+    fields["nodes / edges"] = f"{count_nodes(graph)} / {graph.number_of_edges()}"
     for key, value in metadata.items():
         if key not in fields and value not in (None, ""):
             fields[key] = value
@@ -296,8 +308,10 @@ def _node_table(infos: Sequence[NodeInfo], context_anchor: Mapping[str, str]) ->
         f'<div class="table-wrap"><table id="node-table"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
+    n_metric = sum(1 for i in infos if i.kind == "metric")
+    count = f"{len(infos) - n_metric} and the metric" if n_metric else f"{len(infos)}"
     return (
-        f'<section id="nodes"><h2>Nodes ({len(infos)})</h2>'
+        f'<section id="nodes"><h2>Nodes ({count})</h2>'
         '<p class="note">Click a column header to sort.</p>'
         f"{table}</section>"
     )
@@ -314,29 +328,65 @@ def _token_html(token: str, act: float, max_act: float) -> str:
     return f'<span class="tok" style="{style}" title="{_esc(f"{act:.4g}")}">{_esc(shown)}</span>'
 
 
-def _one_context(context: Mapping[str, Any]) -> str:
-    """One top-activating context as a line of shaded tokens."""
+def token_spacing(contexts: Mapping[str, Sequence[Mapping[str, Any]]] | None) -> str:
+    """``"pieces"`` when some token of some context starts or ends with whitespace, else ``"words"``.
+
+    Tokens decoded one at a time by a byte-level BPE tokenizer carry their spaces (``" Mary"``); a
+    word-level tokenizer's tokens never do, and need a space put between them.
+    """
+    for items in (contexts or {}).values():
+        for context in items:
+            for token in context.get("tokens", []):
+                token = str(token)
+                if token and (token[0].isspace() or token[-1].isspace()):
+                    return "pieces"
+    return "words"
+
+
+def _separator(spacing: str) -> str:
+    """What goes between two tokens of a context under ``spacing`` (``"words"`` or ``"pieces"``)."""
+    if spacing not in ("words", "pieces"):
+        raise ValueError(f"unknown token spacing {spacing!r}; expected one of {', '.join(SPACINGS)}")
+    return " " if spacing == "words" else ""
+
+
+def context_text(tokens: Sequence[str], spacing: str = "words") -> str:
+    """A context's tokens as plain text, joined as the report shows them (see :func:`token_spacing`)."""
+    return _separator(spacing).join(str(t) for t in tokens)
+
+
+def _one_context(context: Mapping[str, Any], spacing: str = "words") -> str:
+    """One top-activating context as a line of shaded tokens, joined per ``spacing``.
+
+    A separating space stays outside the tokens' shaded spans, so only the tokens are shaded and the
+    line can wrap between words.
+    """
     tokens = [str(t) for t in context.get("tokens", [])]
     acts = [float(a) for a in context.get("acts", [])]
     acts += [0.0] * (len(tokens) - len(acts))
     finite = [a for a in acts if math.isfinite(a)]
     max_act = float(context.get("max_act", max(finite, default=0.0)))
     scale = max(max(finite, default=0.0), max_act)
-    spans = "".join(_token_html(t, a, scale) for t, a in zip(tokens, acts))
+    spans = _separator(spacing).join(_token_html(t, a, scale) for t, a in zip(tokens, acts))
     return f'<div class="ctx"><span class="max">max {_esc(f"{max_act:.3g}")}</span>{spans}</div>'
 
 
 def _contexts_section(
     infos: Sequence[NodeInfo],
     contexts: Mapping[str, Sequence[Mapping[str, Any]]] | None,
+    spacing: str = "auto",
 ) -> tuple[str, dict[str, str]]:
     """Each node's top-activating contexts; also the node id -> anchor map for the table."""
+    if spacing != "auto":
+        _separator(spacing)  # an unknown spacing is an error, contexts or not
     if not contexts:
         body = '<p class="note">No top-activating contexts were given.</p>'
         return (
             f'<section id="contexts"><h2>Top-activating contexts</h2>{body}</section>',
             {},
         )
+    if spacing == "auto":
+        spacing = token_spacing(contexts)
     by_id = {i.id: i for i in infos}
     ordered = sorted(
         (n for n in contexts if contexts[n]),
@@ -348,7 +398,7 @@ def _contexts_section(
         info = by_id.get(str(node_id))
         label = f" — {info.label}" if info is not None and info.label else ""
         effect = f" (effect {info.effect:+.3g})" if info is not None else ""
-        items = "".join(_one_context(c) for c in contexts[node_id])
+        items = "".join(_one_context(c, spacing) for c in contexts[node_id])
         blocks.append(
             f'<details class="contexts" id="ctx-{k}"{" open" if k < 3 else ""}>'
             f"<summary><code>{_esc(node_id)}</code>{_esc(label)}{_esc(effect)}</summary>"
@@ -368,10 +418,11 @@ def build_report(
     metadata: Mapping[str, Any] | None = None,
     diagram_svg: str | None = None,
     contexts: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    spacing: str = "auto",
 ) -> str:
     """The report's HTML text (see ``write_report``)."""
     infos = all_node_info(graph)
-    contexts_html, anchors = _contexts_section(infos, contexts)
+    contexts_html, anchors = _contexts_section(infos, contexts, spacing)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -404,6 +455,7 @@ def write_report(
     metadata: Mapping[str, Any] | None = None,
     diagram_svg: str | None = None,
     contexts: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    spacing: str = "auto",
 ) -> Path:
     """Write one self-contained HTML report (atomically) and return its path.
 
@@ -418,6 +470,9 @@ def write_report(
             Graphviz's ``dot`` is present, otherwise the report says that it has no diagram.
         contexts: per node id, a list of ``{"tokens": [str], "acts": [float], "max_act": float}``
             shown with each token shaded by its activation.
+        spacing: how a context's tokens are joined: ``"words"`` (a space between tokens: a
+            word-level tokenizer), ``"pieces"`` (side by side: the tokens carry their own
+            whitespace) or ``"auto"`` (the default; see :func:`token_spacing`).
     """
     text = build_report(
         graph=graph,
@@ -426,8 +481,9 @@ def write_report(
         metadata=metadata,
         diagram_svg=diagram_svg,
         contexts=contexts,
+        spacing=spacing,
     )
     return atomic_write_text(path, text)
 
 
-__all__ = ["build_report", "write_report"]
+__all__ = ["SPACINGS", "build_report", "context_text", "token_spacing", "write_report"]

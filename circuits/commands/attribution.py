@@ -8,7 +8,7 @@ import io
 import json
 import math
 
-from circuits.commands import add_model_options, add_output_options
+from circuits.commands import add_model_options, add_output_options, int_at_least, positive_int, seed
 
 
 def add_dictionary_options(p: argparse.ArgumentParser) -> None:
@@ -18,16 +18,6 @@ def add_dictionary_options(p: argparse.ArgumentParser) -> None:
                    "transcoders in place of the MLP SAEs")
 
 
-def _at_least(low: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    return parse
-
-
 def register(sub) -> None:
     p = sub.add_parser("validate-attribution", help="compare atp / ig node and edge effects with real patching")
     p.add_argument("task", help="built-in task name or JSONL file")
@@ -35,12 +25,12 @@ def register(sub) -> None:
     add_model_options(p)
     add_dictionary_options(p)
     add_output_options(p)
-    p.add_argument("-n", "--examples", type=int, default=8,
+    p.add_argument("-n", "--examples", type=positive_int, default=8,
                    help="examples validated (exact patching is costly); token-level edges use the first 4 of them")
-    p.add_argument("--steps", type=_at_least(1), default=10, help="integrated-gradient steps")
-    p.add_argument("--edges", type=_at_least(3), default=240,
+    p.add_argument("--steps", type=positive_int, default=10, help="integrated-gradient steps")
+    p.add_argument("--edges", type=int_at_least(3), default=240,
                    help="sampled edges checked against path patching (default 240; use >= 200 for a stable correlation)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the examples and of the edge sample (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the examples and of the edge sample (default 0)")
     p.add_argument("--float32", action="store_true", help="validate in float32 (default float64, so that tiny exact effects are not rounding noise)")
     p.set_defaults(func=_validate)
 

@@ -12,7 +12,14 @@ import random
 import time
 from pathlib import Path
 
-from circuits.commands import add_model_options, add_output_options
+from circuits.commands import (
+    add_model_options,
+    add_output_options,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    seed,
+)
 
 ALL_KINDS = ("embed", "attn", "mlp", "transcoder", "resid")
 REPORT_SEED_OFFSET = 1_000_003  # the report's sentences are drawn apart from the training ones
@@ -28,16 +35,16 @@ def register(sub) -> None:
     where.add_argument("--out", help="folder to write the set into")
     where.add_argument("--replace-shipped", action="store_true", help="rewrite the package's shipped toy set (for maintainers)")
     train.add_argument("--architecture", choices=("topk", "relu"), default="topk", help="TopK (default) or ReLU trained with an L1 penalty")
-    train.add_argument("--expansion", type=int, default=8, help="features per input dimension (default 8)")
-    train.add_argument("--d-sae", type=int, default=None, help="number of features (overrides --expansion)")
-    train.add_argument("-k", "--k", type=int, default=16, help="active features per token for TopK (default 16)")
-    train.add_argument("--l1", type=float, default=None, help="L1 coefficient for ReLU dictionaries (larger is sparser)")
+    train.add_argument("--expansion", type=positive_int, default=8, help="features per input dimension (default 8)")
+    train.add_argument("--d-sae", type=positive_int, default=None, help="number of features (overrides --expansion)")
+    train.add_argument("-k", "--k", type=positive_int, default=16, help="active features per token for TopK (default 16)")
+    train.add_argument("--l1", type=non_negative_float, default=None, help="L1 coefficient for ReLU dictionaries (larger is sparser)")
     train.add_argument("--kinds", nargs="+", choices=ALL_KINDS, default=list(ALL_KINDS), help="site kinds to train (default all)")
-    train.add_argument("--sentences", type=int, default=12000, help="toy-language sentences whose activations are trained on")
-    train.add_argument("--steps", type=int, default=None, help="optimizer steps per dictionary")
-    train.add_argument("--batch-size", type=int, default=None, help="activations per step")
-    train.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 5e-3)")
-    train.add_argument("--seed", type=int, default=0, help="seed of the initialisation and of the training sentences (default 0)")
+    train.add_argument("--sentences", type=positive_int, default=12000, help="toy-language sentences whose activations are trained on")
+    train.add_argument("--steps", type=positive_int, default=None, help="optimizer steps per dictionary")
+    train.add_argument("--batch-size", type=positive_int, default=None, help="activations per step")
+    train.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate (default 5e-3)")
+    train.add_argument("--seed", type=seed, default=0, help="seed of the initialisation and of the training sentences (default 0)")
     train.add_argument("--half", action="store_true", help="store weights at float16 (the shipped toy set does; halves the size)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=_train)
@@ -50,8 +57,8 @@ def register(sub) -> None:
         help="a dictionary-set folder, 'neurons' (the identity baseline) or 'release:NAME' (a SAELens pretrained "
         "release, needs the hub); default for the toy model: the shipped set",
     )
-    report.add_argument("--sentences", type=int, default=2000, help="held-out toy-language sentences to measure on")
-    report.add_argument("--seed", type=int, default=0, help="seed of the held-out sentences (drawn apart from training's)")
+    report.add_argument("--sentences", type=positive_int, default=2000, help="held-out toy-language sentences to measure on")
+    report.add_argument("--seed", type=seed, default=0, help="seed of the held-out sentences (drawn apart from training's)")
     report.set_defaults(func=_report)
 
 
@@ -88,6 +95,14 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.replace_shipped and args.model != TOY:
         raise DictionaryError(f"--replace-shipped: only the toy model has a shipped dictionary set, not {args.model!r}; give --out")
+    from circuits.files import check_output_dir
+    from replacement.dictionaries import INDEX_FILE
+
+    # the set replaces the folder as a whole, so it must be new, empty or an earlier dictionary set
+    if args.replace_shipped:
+        check_output_dir(shipped_toy_set(), "the shipped dictionary folder", replaces=INDEX_FILE)
+    else:
+        check_output_dir(args.out, "--out", replaces=INDEX_FILE)
     out = shipped_toy_set() if args.replace_shipped else Path(args.out)
     started = time.perf_counter()
     loaded = load_model(args.model, device=args.device)

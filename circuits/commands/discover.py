@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 
-from circuits.commands import add_output_options
+from circuits.commands import add_output_options, confidence, fraction, non_negative_float, positive_int, seed
 
 
 def register(sub) -> None:
@@ -23,7 +23,7 @@ def register(sub) -> None:
                    help="transcoders on the MLPs with attention left in the edges (default, as circuit-tracer), SAEs on "
                    "embed/attn/mlp/resid (Sparse Feature Circuits), or transcoders in place of the MLP SAEs")
     d.add_argument("--method", choices=("ig", "atp"), default="ig", help="integrated gradients (default) or attribution patching")
-    d.add_argument("--steps", type=int, default=5, help="integrated-gradient steps (default 5, the EAP-IG convention)")
+    d.add_argument("--steps", type=positive_int, default=5, help="integrated-gradient steps (default 5, the EAP-IG convention)")
     d.add_argument("--ig-mode", choices=("inputs", "per-site"), default="inputs",
                    help="interpolate the input, every site at once (default), or one site at a time (sites x steps passes)")
     d.add_argument("--edge-local", choices=("linear", "exact"), default="linear",
@@ -32,11 +32,11 @@ def register(sub) -> None:
     d.add_argument("--positions", choices=("token", "schema", "agnostic"), default="agnostic",
                    help="node positions: token indices, schema spans, or none (default: agnostic, the smallest faithful circuits on the toy tasks)")
     size = d.add_mutually_exclusive_group()
-    size.add_argument("--nodes", type=int, default=None, help="circuit: the top N nodes by |effect|")
-    size.add_argument("--node-threshold", type=float, default=None, help="circuit: every node with |effect| >= T")
-    size.add_argument("--faithfulness", type=float, default=0.9,
+    size.add_argument("--nodes", type=positive_int, default=None, help="circuit: the top N nodes by |effect|")
+    size.add_argument("--node-threshold", type=non_negative_float, default=None, help="circuit: every node with |effect| >= T")
+    size.add_argument("--faithfulness", type=fraction, default=0.9,
                       help="circuit (default): the smallest top-N reaching this faithfulness on fresh selection examples (default 0.9)")
-    d.add_argument("--confidence", type=float, default=0.9,
+    d.add_argument("--confidence", type=confidence, default=0.9,
                    help="with --faithfulness: the size must reach it at this one-sided bootstrap confidence (default 0.9; 0 disables)")
     d.add_argument("--ablation", choices=("mean", "patch", "zero"), default="mean",
                    help="how nodes outside the circuit are ablated: the mean over counterfactual prompts per position or span "
@@ -45,43 +45,79 @@ def register(sub) -> None:
     d.add_argument("--keep-embed", action=argparse.BooleanOptionalAction, default=True,
                    help="never ablate the embedding, and choose the circuit among the other nodes (default, Sparse Feature "
                    "Circuits' convention); --no-keep-embed ablates it like any other site")
-    d.add_argument("--examples", type=int, default=128, help="attribution examples (default 128; see --edge-examples)")
-    d.add_argument("--eval-examples", type=int, default=64, help="held-out evaluation examples (default 64)")
-    d.add_argument("--seed", type=int, default=0, help="attribution seed; evaluation uses seed + 1")
-    d.add_argument("--max-nodes", type=int, default=None, help="at most this many nodes in the attributed graph (default: every node of nonzero effect)")
-    d.add_argument("--max-targets", type=int, default=96, help="nodes whose incoming edges are scored (default 96)")
-    d.add_argument("--edge-examples", type=int, default=None,
+    d.add_argument("--examples", type=positive_int, default=128, help="attribution examples (default 128; see --edge-examples)")
+    d.add_argument("--eval-examples", type=positive_int, default=64, help="held-out evaluation examples (default 64)")
+    d.add_argument("--seed", type=seed, default=0, help="attribution seed; evaluation uses seed + 1")
+    d.add_argument("--max-nodes", type=positive_int, default=None, help="at most this many nodes in the attributed graph (default: every node of nonzero effect)")
+    d.add_argument("--max-targets", type=positive_int, default=96, help="nodes whose incoming edges are scored (default 96)")
+    d.add_argument("--edge-examples", type=positive_int, default=None,
                    help="score the edges on the first N attribution examples only (default: all of them)")
-    d.add_argument("--curve-points", type=int, default=8, help="points of the node curve's log grid (default 8; the chosen size is added)")
+    d.add_argument("--curve-points", type=positive_int, default=8, help="points of the node curve's log grid (default 8; the chosen size is added)")
     d.add_argument("--no-edge-curve", action="store_true", help="skip edge-level evaluation and the edge curve")
     d.add_argument("--no-labels", action="store_true", help="skip feature labels (top-activating contexts) in the diagram and report")
     d.add_argument("--label-corpus", default=None,
                    help="text file, one text per line, whose top-activating contexts label the features (default: the toy corpus)")
     d.add_argument("--device", default=None, help="torch device; default CUDA when present, else CPU")
-    d.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1: the toy model's tensors are too small to gain from more)")
-    d.add_argument("--out", default="circuit_out", help="output folder (default: ./circuit_out)")
+    d.add_argument("--threads", type=positive_int, default=1, help="CPU threads for torch (default 1: the toy model's tensors are too small to gain from more)")
+    d.add_argument("--out", default="circuit_out",
+                   help="output folder (default: ./circuit_out), written as a unit: into a temporary folder beside it that "
+                   "replaces it as a whole when the run completes (files of an earlier run there are not kept), so an "
+                   "interrupted run leaves it as it was; it must be new, empty or an earlier run folder, and a second run "
+                   "into it while one is writing is refused (the lock is OUT.lock beside it)")
     add_output_options(d)
     d.set_defaults(func=_discover)
 
-    e = sub.add_parser("evaluate", help="re-evaluate a saved circuit.json on a task's held-out examples")
+    e = sub.add_parser(
+        "evaluate", help="re-evaluate a saved circuit.json on a task's held-out examples",
+        description="By default the circuit is evaluated on the held-out examples its circuit.json records (for a "
+        "built-in task the seed and count, for a task file the rows, checked against the file's sha256), so the "
+        "faithfulness is the one `circuits discover` printed. A task other than the circuit's own is refused unless "
+        "--allow-other-task; a task file changed since the run is refused unless --rows names the rows. A circuit.json "
+        "saved by an earlier version, which records no splits, is evaluated as before (64 examples at the run's "
+        "evaluation seed, or a task file's rows after the attributed ones), with a warning.",
+    )
     e.add_argument("circuit", help="circuit.json written by `circuits discover`")
     e.add_argument("task", help="built-in task name or JSONL task file")
-    e.add_argument("--schema", default=None, help="schema CSV of a JSONL task file")
+    e.add_argument("--schema", default=None,
+                   help="schema CSV of a JSONL task file (default: the one the run used; refused for a built-in task)")
     e.add_argument("--model", default=None, help="default: the model recorded in the circuit")
     e.add_argument("--dictionaries", default=None, help="default: the dictionaries recorded in the circuit")
-    e.add_argument("--ablation", choices=("mean", "patch", "zero"), default="mean",
-                   help="what an ablated node takes: the counterfactual mean (default), each example's own counterfactual, or zero")
+    e.add_argument("--ablation", choices=("mean", "patch", "zero"), default=None,
+                   help="what an ablated node takes: the counterfactual mean, each example's own counterfactual, or zero "
+                   "(default: as the run that made the circuit)")
     e.add_argument("--keep-errors", action=argparse.BooleanOptionalAction, default=None,
                    help="never ablate error nodes (default: as the run that made the circuit)")
     e.add_argument("--keep-embed", action=argparse.BooleanOptionalAction, default=None,
                    help="never ablate the embedding (default: as the run that made the circuit)")
-    e.add_argument("--eval-examples", type=int, default=64, help="held-out examples evaluated on (default 64)")
-    e.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's held-out seed)")
+    e.add_argument("--eval-examples", type=positive_int, default=None,
+                   help="held-out examples evaluated on (default: as many as the run held out; for a task file, counted "
+                   "from the first held-out row)")
+    e.add_argument("--seed", type=seed, default=None, help="built-in task: evaluation seed (default: the run's held-out seed)")
+    e.add_argument("--rows", type=_rows, default=None, metavar="START:STOP",
+                   help="task file: evaluate its examples START to STOP-1 (0-based, in file order) instead of the recorded "
+                   "held-out rows; also evaluates a file changed since the run (with a warning)")
+    e.add_argument("--allow-other-task", action="store_true",
+                   help="evaluate on a task other than the circuit's own (transfer), with a warning: a built-in task at "
+                   "its held-out seed, a task file from its first row, as many examples as the run held out")
     e.add_argument("--no-edges", action="store_true", help="skip edge-level evaluation")
     e.add_argument("--device", default=None, help="torch device; default CUDA when present, else CPU")
-    e.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
+    e.add_argument("--threads", type=positive_int, default=1, help="CPU threads for torch (default 1)")
     add_output_options(e)
     e.set_defaults(func=_evaluate)
+
+
+def _rows(text: str) -> tuple[int, int]:
+    """``START:STOP`` as two ints (argparse type of ``--rows``)."""
+    start, sep, stop = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        rows = int(start), int(stop)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:STOP (two integers, e.g. 256:320), got {text!r}") from None
+    if not 0 <= rows[0] < rows[1]:
+        raise argparse.ArgumentTypeError(f"{text!r} is empty or negative; expected 0 <= START < STOP")
+    return rows
 
 
 def _threads(n: int) -> None:
@@ -99,6 +135,9 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 
 
 def _discover(args: argparse.Namespace) -> int:
+    from circuits.files import check_output_dir
+
+    check_output_dir(args.out, "--out", replaces="circuit.json")  # before the pipeline (and torch) is imported
     from circuits.pipeline import DiscoverConfig, discover
 
     _threads(args.threads)
@@ -131,6 +170,15 @@ def _discover(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_words(split: dict | None, n: int | None) -> str:
+    """Which examples an evaluation used, in words."""
+    if split is None:
+        return f"{n} examples (split as earlier versions did: the circuit records none)"
+    if split["kind"] == "builtin":
+        return f"{n} examples, seed {split['seed']}"
+    return f"{n} examples, rows {split['rows'][0]}:{split['rows'][1]} of {split['path']}"
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from circuits.pipeline import evaluate_saved
 
@@ -139,13 +187,15 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.circuit, args.task, model=args.model, dictionaries=args.dictionaries, ablation=args.ablation,
         ablate_errors=None if args.keep_errors is None else not args.keep_errors,
         ablate_embed=None if args.keep_embed is None else not args.keep_embed, edges=not args.no_edges,
-        n_eval=args.eval_examples, seed=args.seed, schema=args.schema, device=args.device,
+        n_eval=args.eval_examples, seed=args.seed, rows=args.rows, schema=args.schema,
+        allow_other_task=args.allow_other_task, device=args.device,
     )
     s = res.summary()
     if args.json:
         print(json.dumps(s))
         return 0
     print(f"{args.circuit} on {args.task} ({s['ablation']} ablation): {s['nodes']} nodes, {s['edges']} edges")
+    print(f"  {_split_words(s['split'], s['evaluation_examples'])}")
     print(f"  faithfulness {_fmt(s['faithfulness'])} (edge level {_fmt(s['faithfulness_edges'])})  completeness {_fmt(s['completeness'])}")
     print(f"  metric: model {_fmt(s['m_model'])}  circuit {_fmt(s['m_circuit'])}  empty {_fmt(s['m_empty'])}")
     return 0

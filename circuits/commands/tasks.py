@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from circuits.commands import positive_int, seed
+
 
 def register(sub) -> None:
     tasks = sub.add_parser("tasks", help="list, show or export tasks (JSONL + schema CSV)")
@@ -14,13 +16,13 @@ def register(sub) -> None:
     show = tsub.add_parser("show", help="a few examples of a task with their schema spans")
     show.add_argument("task", help="built-in task name or JSONL file")
     show.add_argument("--schema", default=None, help="schema CSV for a JSONL task")
-    show.add_argument("-n", "--examples", type=int, default=3, help="examples shown (default 3)")
+    show.add_argument("-n", "--examples", type=positive_int, default=3, help="examples shown (default 3)")
     show.set_defaults(func=_show)
     export = tsub.add_parser("export", help="write a built-in task as Sparse-Feature-Circuits JSONL and schema CSV")
     export.add_argument("task", help="built-in task name")
-    export.add_argument("--out", required=True, help="JSONL path; the schema goes beside it as *_schema.csv")
-    export.add_argument("-n", "--examples", type=int, default=64, help="examples written (default 64)")
-    export.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
+    export.add_argument("--out", required=True, help="JSONL path (replaced if it exists); the schema goes beside it as *_schema.csv")
+    export.add_argument("-n", "--examples", type=positive_int, default=64, help="examples written (default 64)")
+    export.add_argument("--seed", type=seed, default=0, help="generation seed (default 0)")
     export.set_defaults(func=_export)
 
 
@@ -31,10 +33,16 @@ def resolve_task(spec: str, tokenizer, n: int = 64, seed: int = 0, schema: str |
     from circuits.taskfile import load_task
     from circuits.tasks import TASKS, make_task
 
+    from circuits.errors import TaskError
+
     if spec in TASKS:
+        if schema is not None:
+            raise TaskError(f"--schema applies to task files only, and {spec!r} is a built-in task")
         return make_task(spec, tokenizer, n=n, seed=seed)
     if Path(spec).suffix == ".jsonl" or Path(spec).exists():
         return load_task(spec, tokenizer, schema=schema)
+    if Path(spec).suffix or "/" in spec or "\\" in spec:  # a path, not a task name
+        raise TaskError(f"task file {spec!r} does not exist, and it is not a built-in task ({', '.join(sorted(TASKS))})")
     return make_task(spec, tokenizer, n=n, seed=seed)  # raises the unknown-task error
 
 
@@ -69,12 +77,15 @@ def _show(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from circuits.files import check_output_file
     from circuits.taskfile import save_task
     from circuits.tasks import make_task
 
+    check_output_file(args.out, "--out")
     out = Path(args.out)
-    task = make_task(args.task, _toy_tokenizer(), n=args.examples, seed=args.seed)
     schema = out.with_name(out.stem + "_schema.csv")
+    check_output_file(schema, "the schema file")
+    task = make_task(args.task, _toy_tokenizer(), n=args.examples, seed=args.seed)
     save_task(task, out, schema=schema)
     print(f"wrote {out} and {schema}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from circuits.commands import add_model_options, add_output_options
+from circuits.commands import add_model_options, add_output_options, positive_int, seed
 
 
 def register(sub) -> None:
@@ -17,10 +17,10 @@ def register(sub) -> None:
     where.add_argument("--out", help="folder to write the model into")
     where.add_argument("--replace-shipped", action="store_true",
                        help="rewrite the package's shipped model (for maintainers: its dictionaries then need retraining too)")
-    train.add_argument("--steps", type=int, default=None, help="optimizer steps (default 2500)")
-    train.add_argument("--seed", type=int, default=0, help="seed of the weights and of the training sentences (default 0)")
-    train.add_argument("--layers", type=int, default=None, help="transformer layers (default 3)")
-    train.add_argument("--d-model", type=int, default=None, help="residual width (default 96; the MLP is 4x as wide)")
+    train.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default 2500)")
+    train.add_argument("--seed", type=seed, default=0, help="seed of the weights and of the training sentences (default 0)")
+    train.add_argument("--layers", type=positive_int, default=None, help="transformer layers (default 3)")
+    train.add_argument("--d-model", type=positive_int, default=None, help="residual width (default 96; the MLP is 4x as wide)")
     train.add_argument("--device", default="cpu", help="torch device to train on (default cpu)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_train)
@@ -28,8 +28,8 @@ def register(sub) -> None:
     ev = tsub.add_parser("eval", help="accuracy and logit difference of a model on every built-in task")
     add_model_options(ev)
     add_output_options(ev)
-    ev.add_argument("-n", "--examples", type=int, default=256, help="held-out examples per task")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the generated examples (default 0)")
+    ev.add_argument("-n", "--examples", type=positive_int, default=256, help="held-out examples per task")
+    ev.add_argument("--seed", type=seed, default=0, help="seed of the generated examples (default 0)")
     ev.add_argument("--tasks", nargs="*", default=None, help="built-in task names or JSONL task files (default: every built-in task)")
     ev.set_defaults(func=_eval)
 
@@ -39,8 +39,13 @@ def _train(args: argparse.Namespace) -> int:
 
     from circuits.tasks import available_tasks, make_task
     from circuits.behaviour import run_task
+    from circuits.files import check_output_dir
     from circuits.toy.model import ToyModelConfig, ToyTrainConfig, save_model, shipped_dir, train_model
 
+    if args.replace_shipped:
+        check_output_dir(shipped_dir(), "the shipped model folder")
+    else:
+        check_output_dir(args.out, "--out")
     mcfg = ToyModelConfig(seed=args.seed)
     if args.layers:
         mcfg = replace(mcfg, n_layers=args.layers)
