@@ -26,10 +26,10 @@ import torch  # noqa: E402
 from attribution.edges import Target, edge_effects
 from attribution.nodes import node_effects
 from attribution.positions import PositionMap
-from circuits.attribute import attribution_inputs
-from circuits.models import load_model
-from circuits.replaced import load_replacement
-from circuits.tasks import make_task  # noqa: E402
+from circuits.data.inputs import attribution_inputs
+from circuits.app.loading import load_model
+from circuits.app.loading import load_replacement
+from circuits.data.tasks import make_task  # noqa: E402
 
 
 def peak_rss_mb() -> float:

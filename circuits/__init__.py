@@ -1,15 +1,13 @@
 """Circuit discovery over sparse feature graphs: the researcher's layer.
 
-Tasks and datasets (IOI, subject-verb agreement, greater-than, a user's JSONL/CSV files),
-dataset schemas, the embedded toy model, model loading, and the ``circuits`` command line.
+- :mod:`circuits.toy`: the embedded model, its language, tokenizer and shipped dictionaries;
+- :mod:`circuits.data`: tasks, schemas, task files, splits and attribution inputs;
+- :mod:`circuits.graph`: node ids, circuit.json, the attributed graph, ranking and pruning;
+- :mod:`circuits.evaluation`: faithfulness and completeness by real ablation, and curves;
+- :mod:`circuits.labels`: feature labels from top-activating contexts;
+- :mod:`circuits.app`: run configurations, loading, the pipeline and the ``circuits`` CLI.
+
+Importing the package loads none of them; import what you use.
 """
 
-from circuits.errors import CircuitsError, ModelLoadError, SchemaError, TaskError, VocabularyError
-from circuits.schema import Schema, Span
-from circuits.tasks import Example, Task, TaskBatch, available_tasks, make_task, metric_per_example
-
-__all__ = [
-    "CircuitsError", "ModelLoadError", "SchemaError", "TaskError", "VocabularyError",
-    "Schema", "Span", "Example", "Task", "TaskBatch", "available_tasks", "make_task", "metric_per_example",
-]
 __version__ = "0.1.0"

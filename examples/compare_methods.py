@@ -20,10 +20,10 @@ import time
 
 import torch
 
-from circuits.attribute import attribution_inputs
-from circuits.build import attribute_graph
-from circuits.evaluate import Evaluator, sizes_needed
-from circuits.pipeline import DiscoverConfig, circuit_candidates, load_data, load_setup
+from circuits.data.inputs import attribution_inputs
+from circuits.graph.build import attribute_graph
+from circuits.evaluation.evaluator import Evaluator, sizes_needed
+from circuits.app.pipeline import DiscoverConfig, circuit_candidates, load_data, load_setup
 
 METHODS = {"ig, inputs": ("ig", "inputs"), "ig, per site": ("ig", "per-site"), "atp": ("atp", "inputs")}
 LEVELS = (0.5, 0.8, 0.9)

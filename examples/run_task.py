@@ -4,16 +4,16 @@
     python examples/run_task.py sva-pp -n 64    # any built-in task: `circuits tasks list`
 
 Swap in a real model with load_model("gpt2") when its weights are available, or your own
-prompts with circuits.taskfile.load_task("my_task.jsonl", loaded.tokenizer).
+prompts with circuits.data.taskfile.load_task("my_task.jsonl", loaded.tokenizer).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from circuits.behaviour import run_task
-from circuits.models import load_model
-from circuits.tasks import available_tasks, make_task
+from circuits.evaluation.behaviour import run_task
+from circuits.app.loading import load_model
+from circuits.data.tasks import available_tasks, make_task
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,11 +31,11 @@ import time
 import networkx as nx
 import torch
 
-from circuits.attribute import attribution_inputs
-from circuits.build import attribute_graph
-from circuits.curves import span_footprint
-from circuits.evaluate import Evaluator, ranked_nodes, sizes_needed
-from circuits.pipeline import DiscoverConfig, circuit_candidates, load_data, load_setup
+from circuits.data.inputs import attribution_inputs
+from circuits.graph.build import attribute_graph
+from circuits.evaluation.curves import span_footprint
+from circuits.evaluation.evaluator import Evaluator, ranked_nodes, sizes_needed
+from circuits.app.pipeline import DiscoverConfig, circuit_candidates, load_data, load_setup
 
 TASKS = ("ioi", "sva-simple", "sva-pp", "sva-within-rc", "sva-across-rc")
 LEVELS = (0.5, 0.8, 0.9)
@@ -100,7 +100,7 @@ def main() -> None:
             results[task][name], graphs[name] = summary, (ranked, graph)
             print(f"  {task:<14} {name:<20} {results[task][name]['needed']}", flush=True)
         # The agnostic circuits in span nodes: each agnostic feature once per span where the schema
-        # graph gives it an effect (circuits.curves.span_footprint).
+        # graph gives it an effect (circuits.evaluation.curves.span_footprint).
         ranked, schema_graph = graphs["features, agnostic"][0], graphs["features, schema"][1]
         footprint = {
             level: None if k is None else span_footprint(ranked[:k], schema_graph)

@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 import pytest
 import torch
 
-from circuits.models import LoadedModel, load_model
+from circuits.app.loading import LoadedModel, load_model
 from circuits.toy.model import TOKENIZER_FILE, shipped_dir
 from circuits.toy.tokenizer import WordTokenizer
 

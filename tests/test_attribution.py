@@ -10,8 +10,8 @@ from attribution.edges import ERROR, Target, edge_effects
 from attribution.nodes import exact_node_effects, node_effects
 from attribution.positions import PositionMap
 from attribution.validate import validate_edges
-from circuits.attribute import attribution_inputs, corrupted_positions
-from circuits.tasks import make_task
+from circuits.data.inputs import attribution_inputs, corrupted_positions
+from circuits.data.tasks import make_task
 from replacement.dictionaries import DictionaryConfig, create_dictionary
 from replacement.model import NodeEdit, ReplacementModel
 from replacement.sites import SAE_KINDS, model_sites
@@ -28,7 +28,7 @@ def dictionaries(model, kinds=SAE_KINDS, seed=0):
 @pytest.fixture(scope="module")
 def rm64(toy):
     """The toy model with fresh dictionaries, in float64 so that exact effects are not rounding noise."""
-    from circuits.models import load_model
+    from circuits.app.loading import load_model
 
     loaded = load_model("toy", device="cpu")
     loaded.model.to(torch.float64)
@@ -369,8 +369,8 @@ def test_exact_local_edges_track_path_patching_better_than_linear_ones(toy):
     import contextlib
     import io
 
-    from circuits.models import load_model
-    from circuits.replaced import load_replacement
+    from circuits.app.loading import load_model
+    from circuits.app.loading import load_replacement
 
     loaded = load_model("toy", device="cpu")
     rm = load_replacement(loaded, None, "transcoders")
@@ -493,8 +493,8 @@ def test_span_aggregation_sums_within_spans_and_averages_examples():
 
 
 def test_counterfactual_positions_follow_the_schema(toy):
-    from circuits.schema import Schema
-    from circuits.tasks import Example, Task
+    from circuits.data.schema import Schema
+    from circuits.data.tasks import Example, Task
 
     tok = toy.tokenizer
     clean = tok.encode("The teachers near the desk")
@@ -568,7 +568,7 @@ def test_more_bad_inputs_are_clear_errors(rm64, ioi):
 
 def test_half_precision_models_run_every_method(toy):
     """bf16 models: every method runs in the model's dtype and gives the float32 numbers to bf16 precision."""
-    from circuits.models import load_model
+    from circuits.app.loading import load_model
 
     def setup(dtype):
         loaded = load_model("toy", device="cpu")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from circuits.cli import main
-from circuits.graph import add_metric, add_node, circuit_to_dict, new_graph
+from circuits.app.cli import main
+from circuits.graph.ids import add_metric, add_node, circuit_to_dict, new_graph
 
 GOOD_LINE = {"clean_prefix": "Then Mary and John went", "patch_prefix": "Then John and Mary went",
              "clean_answer": " John", "patch_answer": " Mary"}
@@ -26,10 +26,10 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the bad input was refused")
 
-    import circuits.models
+    import circuits.app.loading
 
-    monkeypatch.setattr(circuits.models, "load_model", refuse)
-    monkeypatch.setattr("circuits.pipeline.load_model", refuse)
+    monkeypatch.setattr(circuits.app.loading, "load_model", refuse)
+    monkeypatch.setattr("circuits.app.pipeline.load_model", refuse)
 
 
 def one_error_line(capsys: pytest.CaptureFixture[str], code: int, *words: str) -> str:
@@ -235,9 +235,9 @@ SETS = {
 def test_bad_dictionary_sets(tmp_path, capsys, monkeypatch, toy, small_set, change, words):
     import shutil
 
-    import circuits.models
+    import circuits.app.loading
 
-    monkeypatch.setattr(circuits.models, "load_model", lambda *a, **k: toy)  # the shared toy model, loaded once
+    monkeypatch.setattr(circuits.app.loading, "load_model", lambda *a, **k: toy)  # the shared toy model, loaded once
     folder = tmp_path / "set"
     shutil.copytree(small_set, folder)
     change(folder)
@@ -260,7 +260,7 @@ def test_bad_label_corpus_is_refused_before_the_run(tmp_path, capsys, no_model, 
 
 def test_unknown_words_in_a_label_corpus_name_the_line(tmp_path, toy_tokenizer):
     from circuits.errors import CircuitsError
-    from circuits.labels import text_corpus
+    from circuits.labels.features import text_corpus
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("Mary went\n\nthe qwzx sat\n")

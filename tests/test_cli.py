@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from circuits.cli import main
-from circuits.taskfile import load_task
-from circuits.tasks import make_task
+from circuits.app.cli import main
+from circuits.data.taskfile import load_task
+from circuits.data.tasks import make_task
 from circuits.toy.tokenizer import WordTokenizer
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "run_task.py"
@@ -185,13 +185,13 @@ def test_an_unavailable_device_is_one_line(monkeypatch: pytest.MonkeyPatch, caps
 def test_a_missing_dictionary_folder_is_reported_before_the_model_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import circuits.models
+    import circuits.app.loading
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the dictionaries were checked")
 
-    monkeypatch.setattr(circuits.models, "load_model", no_model)
-    monkeypatch.setattr("circuits.pipeline.load_model", no_model)
+    monkeypatch.setattr(circuits.app.loading, "load_model", no_model)
+    monkeypatch.setattr("circuits.app.pipeline.load_model", no_model)
     (tmp_path / "empty").mkdir()
     for argv, words in (
         (["discover", "ioi", "--dictionaries", str(tmp_path / "nope"), "--out", str(tmp_path / "run")], "does not exist"),

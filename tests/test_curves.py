@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from circuits.curves import (
+from circuits.evaluation.curves import (
     MIB_FRACTIONS,
     Curve,
     cmd,

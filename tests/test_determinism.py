@@ -22,9 +22,9 @@ import matplotlib.text
 import networkx as nx
 import pytest
 
-from circuits.graph import count_nodes as circuits_count_nodes
-from circuits.graph import load_circuit
-from circuits.labels import describe
+from circuits.graph.ids import count_nodes as circuits_count_nodes
+from circuits.graph.ids import load_circuit
+from circuits.labels.features import describe
 from viz import plots, report
 from viz._common import count_nodes as viz_count_nodes
 
@@ -33,7 +33,7 @@ OUTPUTS = ("circuit.json", "circuit.dot", "circuit.svg", "curve.json", "curve.pn
 #: Small counts keep each run to some seconds; labels stay on (they were what changed between runs).
 RUN = ["discover", "ioi", "--examples", "8", "--eval-examples", "8", "--curve-points", "2", "--quiet", "--json"]
 HASH_SEEDS = (1, 2)
-CLI = "import sys; from circuits.cli import main; sys.exit(main(sys.argv[1:]))"
+CLI = "import sys; from circuits.app.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 # ------------------------------------------------------------------------------ two processes

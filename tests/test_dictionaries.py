@@ -432,7 +432,7 @@ def test_shipped_set_covers_the_toy_model(toy, shipped):
 
 
 def test_shipped_set_quality_on_fresh_sentences(toy, shipped):
-    from circuits.commands.dictionaries import corpus_batches
+    from circuits.app.commands.dictionaries import corpus_batches
 
     batches = corpus_batches(toy.tokenizer, 150, seed=4242, n_ctx=48)
     hooks = {h for s in shipped.sites for h in (s.hook_in, s.hook_out)}
@@ -449,7 +449,7 @@ def test_shipped_set_quality_on_fresh_sentences(toy, shipped):
 
 
 def test_shipped_set_meets_the_targets(toy, shipped):
-    from circuits.commands.dictionaries import REPORT_SEED_OFFSET, corpus_batches
+    from circuits.app.commands.dictionaries import REPORT_SEED_OFFSET, corpus_batches
 
     # the CLI report's sentences; the per-site CE (no target) is left to the CLI
     batches = corpus_batches(toy.tokenizer, 2000, REPORT_SEED_OFFSET, 48)
@@ -467,7 +467,7 @@ def test_shipped_set_meets_the_targets(toy, shipped):
 
 
 def test_cli_report_json_on_the_shipped_set(capsys):
-    from circuits.cli import main
+    from circuits.app.cli import main
 
     assert main(["dictionaries", "report", "--json", "--quiet", "--sentences", "24", "--device", "cpu"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -479,7 +479,7 @@ def test_cli_report_json_on_the_shipped_set(capsys):
 
 
 def test_cli_train_writes_a_loadable_set(tmp_path, capsys, toy):
-    from circuits.cli import main
+    from circuits.app.cli import main
 
     out = tmp_path / "dicts"
     args = ["dictionaries", "train", "--out", str(out), "--kinds", "attn", "transcoder", "--steps", "3", "--batch-size", "64",

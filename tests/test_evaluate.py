@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from attribution.edges import edge_effects
-from circuits.attribute import attribution_inputs, corrupted_positions, task_metric
-from circuits.build import BuildConfig, attribute_graph, first_examples
+from circuits.data.inputs import attribution_inputs, corrupted_positions, task_metric
+from circuits.graph.build import BuildConfig, attribute_graph, first_examples
 from circuits.errors import CircuitError
-from circuits.evaluate import (
+from circuits.evaluation.evaluator import (
     AblationValues,
     EvalConfig,
     Evaluator,
@@ -21,7 +21,7 @@ from circuits.evaluate import (
     node_curve,
     ranked_nodes,
 )
-from circuits.graph import (
+from circuits.graph.ids import (
     METRIC,
     copy_graph,
     load_circuit,
@@ -29,9 +29,9 @@ from circuits.graph import (
     row_key,
     save_circuit,
 )
-from circuits.pipeline import choose_circuit
-from circuits.prune import input_nodes, prune_top_edges
-from circuits.tasks import make_task
+from circuits.app.pipeline import choose_circuit
+from circuits.graph.prune import input_nodes, prune_top_edges
+from circuits.data.tasks import make_task
 from replacement.dictionaries import DictionaryConfig, create_dictionary
 from replacement.model import NodeEdit, ReplacementModel
 from replacement.sites import SAE_KINDS, model_sites
@@ -327,9 +327,9 @@ def test_transcoder_edges_across_positions_are_cut():
     token reads upstream outputs at earlier tokens: leaving out an edge from another position (the
     upstream node's only edge into that group) changes the edge-level metric, and the circuit with
     every edge between its nodes still evaluates as at node level."""
-    from circuits.graph import parse_node_id
-    from circuits.models import load_model
-    from circuits.replaced import load_replacement
+    from circuits.graph.ids import parse_node_id
+    from circuits.app.loading import load_model
+    from circuits.app.loading import load_replacement
 
     loaded = load_model("toy", device="cpu")
     rm = load_replacement(loaded, None, "transcoders")

@@ -29,9 +29,9 @@ from safetensors.torch import save_file
 
 from attribution.core import AttributionError
 from circuits.errors import CircuitsError
-from circuits.graph import add_metric, add_node, circuit_from_dict, circuit_to_dict, load_circuit, new_graph
-from circuits.labels import text_corpus
-from circuits.taskfile import load_task, read_schema_csv
+from circuits.graph.ids import add_metric, add_node, circuit_from_dict, circuit_to_dict, load_circuit, new_graph
+from circuits.labels.features import text_corpus
+from circuits.data.taskfile import load_task, read_schema_csv
 from replacement.errors import ReplacementError
 
 PROJECT_ERRORS = (CircuitsError, ReplacementError, AttributionError)
@@ -388,14 +388,14 @@ def test_dictionary_set_folder(work, good_set, changes):
 @FAST
 @given(text=st.text(max_size=40).filter(str.isprintable))
 def test_dictionaries_option(work, text):
-    from circuits.replaced import check_dictionaries
+    from circuits.app.loading import check_dictionaries
 
     named = "" if not text.strip() else "release:" if text.startswith("release:") else str(Path(text))
     load_or_refuse(lambda: check_dictionaries(text), named)
 
 
 def test_a_dictionaries_path_that_is_a_file(work):
-    from circuits.replaced import check_dictionaries
+    from circuits.app.loading import check_dictionaries
 
     file = fresh(work, ".txt")
     file.write_text("not a set")
@@ -483,7 +483,7 @@ flag_values = st.one_of(
 
 @pytest.fixture(scope="module")
 def parser():
-    from circuits.cli import build_parser
+    from circuits.app.cli import build_parser
 
     return build_parser()
 

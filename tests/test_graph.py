@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from circuits.errors import CircuitError
-from circuits.graph import (
+from circuits.graph.ids import (
     METRIC,
     add_metric,
     add_node,

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import circuits.labels as labels_mod
-from circuits.graph import add_metric, add_node, new_graph
-from circuits.labels import (
+import circuits.labels.features as labels_mod
+from circuits.graph.ids import add_metric, add_node, new_graph
+from circuits.labels.features import (
     Corpus,
     CorpusError,
     contexts_for,

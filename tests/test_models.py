@@ -17,11 +17,11 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from circuits.behaviour import run_task
+from circuits.evaluation.behaviour import run_task
 from circuits.errors import ModelLoadError, TaskError
-from circuits.models import HFTokenizer, LoadedModel, load_model
-from circuits.taskfile import load_task, save_task
-from circuits.tasks import Task, make_task, metric_per_example
+from circuits.app.loading import HFTokenizer, LoadedModel, load_model
+from circuits.data.taskfile import load_task, save_task
+from circuits.data.tasks import Task, make_task, metric_per_example
 from circuits.toy.language import NAMES, generate_corpus
 from circuits.toy.model import ToyModelConfig, save_model
 from circuits.toy.tokenizer import WordTokenizer, to_hf_tokenizer

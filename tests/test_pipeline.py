@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from circuits.cli import main
-from circuits.curves import Curve
+from circuits.app.cli import main
+from circuits.evaluation.curves import Curve
 from circuits.errors import CircuitError
-from circuits.graph import count_nodes, load_circuit
-from circuits.pipeline import DiscoverConfig, diagram_view, discover, evaluate_saved
+from circuits.graph.ids import count_nodes, load_circuit
+from circuits.app.pipeline import DiscoverConfig, diagram_view, discover, evaluate_saved
 from viz.diagram import render
 from replacement.dictionaries import DictionaryConfig, DictionarySet, create_dictionary
 from replacement.sites import SAE_KINDS, model_sites
@@ -191,9 +191,9 @@ def test_cli_discover_and_evaluate_json(dict_dir, tmp_path, capsys):
 
 
 def test_a_task_file_is_cut_into_attribution_selection_and_evaluation(toy, tmp_path):
-    from circuits.pipeline import load_data
-    from circuits.taskfile import save_task
-    from circuits.tasks import make_task
+    from circuits.app.pipeline import load_data
+    from circuits.data.taskfile import save_task
+    from circuits.data.tasks import make_task
 
     task = make_task("ioi", toy.tokenizer, n=40, seed=5)
     save_task(task, tmp_path / "ioi.jsonl", schema=tmp_path / "ioi_schema.csv")

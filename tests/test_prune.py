@@ -24,8 +24,8 @@ import networkx as nx
 import pytest
 
 from circuits.errors import CircuitError
-from circuits.graph import METRIC, add_metric, add_node, count_nodes, new_graph, validate_graph
-from circuits.prune import (
+from circuits.graph.ids import METRIC, add_metric, add_node, count_nodes, new_graph, validate_graph
+from circuits.graph.prune import (
     PruneConfig,
     Selection,
     connect_inputs_to_metric,

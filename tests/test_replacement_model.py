@@ -25,7 +25,7 @@ def fresh_dictionaries(model, kinds, architecture="relu", seed=0):
 
 @pytest.fixture(scope="module")
 def tokens(toy):
-    from circuits.tasks import make_task
+    from circuits.data.tasks import make_task
 
     task = make_task("ioi", toy.tokenizer, n=6)
     return task.batch(toy.tokenizer.pad_id)
@@ -173,7 +173,7 @@ def test_hooks_are_removed_after_a_run_that_raises(toy, tokens):
 def test_exact_on_a_small_random_huggingface_gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from circuits.models import load_model
+    from circuits.app.loading import load_model
     from circuits.toy.language import vocabulary
     from circuits.toy.tokenizer import WordTokenizer
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from circuits import files
-from circuits.cli import main
+from circuits.app.cli import main
 from circuits.errors import CircuitError, Interrupted, OutputError, OutputLockedError
 from circuits.files import (
     check_output_dir,
@@ -68,8 +68,8 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the output location was checked")
 
-    monkeypatch.setattr("circuits.pipeline.load_setup", refuse)
-    monkeypatch.setattr("circuits.models.load_model", refuse)
+    monkeypatch.setattr("circuits.app.pipeline.load_setup", refuse)
+    monkeypatch.setattr("circuits.app.loading.load_model", refuse)
     monkeypatch.setattr("circuits.toy.model.train_model", refuse)
 
 
@@ -254,7 +254,7 @@ def test_the_cli_takes_over_a_stale_lock(tmp_path: Path, monkeypatch: pytest.Mon
         seen.append(json.loads(lock.read_text())["pid"])  # the lock is held while the model loads
         raise CircuitError("stopped where the model would load")
 
-    monkeypatch.setattr("circuits.pipeline.load_setup", load_setup)
+    monkeypatch.setattr("circuits.app.pipeline.load_setup", load_setup)
     assert main(["discover", "ioi", "--out", str(out), *FAST]) == 2
     assert "stopped where the model would load" in one_error_line(capsys)
     assert seen == [os.getpid()]
@@ -317,7 +317,7 @@ def test_discover_checks_out_before_the_model_loads(
 
 
 def test_the_library_checks_out_before_the_model_loads(tmp_path: Path, no_model: None) -> None:
-    from circuits.pipeline import DiscoverConfig, discover
+    from circuits.app.pipeline import DiscoverConfig, discover
 
     for out in (_file(tmp_path), tmp_path / "afile" / "run", ""):
         with pytest.raises(OutputError):
@@ -409,7 +409,7 @@ def test_a_keyboard_interrupt_in_any_command_is_one_line_and_130(
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("circuits.tasks.make_task", interrupted)
+    monkeypatch.setattr("circuits.data.tasks.make_task", interrupted)
     assert main(["tasks", "show", "ioi"]) == 130
     captured = capsys.readouterr()
     assert captured.err == "interrupted\n" and captured.out == ""
@@ -445,7 +445,7 @@ def test_a_run_interrupted_while_writing_leaves_the_earlier_run(tmp_path: Path, 
     out = tmp_path / "run"
     before = old_run(out)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "circuits.cli", "discover", "ioi", "--out", str(out), *FAST],
+        [sys.executable, "-m", "circuits.app.cli", "discover", "ioi", "--out", str(out), *FAST],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from circuits.errors import SchemaError, TaskError
-from circuits.schema import Schema, Span, per_token_schema
+from circuits.data.schema import Schema, Span, per_token_schema
 
 
 def spans(*triples: tuple[str, int, int]) -> tuple[Span, ...]:

@@ -9,19 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from circuits.build import check_token_positions
-from circuits.cli import main
+from circuits.graph.build import check_token_positions
+from circuits.app.cli import main
 from circuits.errors import CircuitError, TaskError
-from circuits.graph import load_circuit, save_circuit
-from circuits.pipeline import (
+from circuits.graph.ids import load_circuit, save_circuit
+from circuits.app.pipeline import (
     DiscoverConfig,
     discover,
     evaluate_saved,
     file_sha256,
     load_data,
 )
-from circuits.taskfile import save_task
-from circuits.tasks import make_task
+from circuits.data.taskfile import save_task
+from circuits.data.tasks import make_task
 from replacement.dictionaries import DictionaryConfig, DictionarySet, create_dictionary
 from replacement.sites import SAE_KINDS, model_sites
 
@@ -158,7 +158,7 @@ def test_a_changed_task_file_is_refused_unless_rows_are_given(file_run, task_fil
     save_task(make_task("ioi", toy.tokenizer, n=30, seed=8), changed, schema=changed_schema)
     with pytest.raises(CircuitError, match="has changed since"):
         evaluate_saved(path, str(changed), schema=str(changed_schema), device="cpu", edges=False)
-    with caplog.at_level(logging.WARNING, logger="circuits.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="circuits.app.pipeline"):
         res = evaluate_saved(path, str(changed), schema=str(changed_schema), rows=(10, 15), device="cpu", edges=False)
     assert res.split["rows"] == [10, 15] and "has changed" in caplog.text
 
@@ -192,7 +192,7 @@ def test_another_task_is_refused_unless_allowed(builtin_run, file_run, task_file
         evaluate_saved(bpath, str(jsonl), device="cpu", edges=False)
     with pytest.raises(CircuitError, match="task file .*ioi_file.jsonl.*, not the built-in task 'ioi'"):
         evaluate_saved(fpath, "ioi", device="cpu", edges=False)
-    with caplog.at_level(logging.WARNING, logger="circuits.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="circuits.app.pipeline"):
         res = evaluate_saved(bpath, "ioi-baba", allow_other_task=True, device="cpu", edges=False)
     assert res.split == {"kind": "builtin", "task": "ioi-baba", "seed": 4, "examples": 5}
     assert "a circuit for the built-in task 'ioi'" in caplog.text
@@ -211,7 +211,7 @@ def test_options_that_do_not_apply_are_refused(builtin_run, task_file, kwargs, m
     jsonl, _ = task_file
     if kwargs["task"] == "FILE":
         kwargs = {**kwargs, "task": str(jsonl)}
-    monkeypatch.setattr("circuits.pipeline.load_setup", _never("the model"))  # refused before the model loads
+    monkeypatch.setattr("circuits.app.pipeline.load_setup", _never("the model"))  # refused before the model loads
     with pytest.raises(TaskError, match=message):
         evaluate_saved(path, device="cpu", **kwargs)
 
@@ -235,7 +235,7 @@ def test_schema_with_a_builtin_task_is_refused_by_discover(toy, dict_dir, tmp_pa
 def test_token_positions_on_prompts_of_different_lengths_are_refused_before_attribution(
     dict_dir, tmp_path, monkeypatch, capsys
 ):
-    monkeypatch.setattr("circuits.pipeline.attribute_graph", _never("attribution"))
+    monkeypatch.setattr("circuits.app.pipeline.attribute_graph", _never("attribution"))
     config = DiscoverConfig(task="ioi", positions="token", dictionaries=str(dict_dir), n_attribution=6, n_eval=4,
                             n_nodes=5, **FAST)
     with pytest.raises(CircuitError, match="same position index would mean different tokens.*--positions schema"):
@@ -265,7 +265,7 @@ def test_a_circuit_without_splits_evaluates_as_before_with_a_warning(builtin_run
     del data["metadata"]["splits"]
     old = tmp_path / "old.json"
     old.write_text(json.dumps(data))
-    with caplog.at_level(logging.WARNING, logger="circuits.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="circuits.app.pipeline"):
         res = evaluate_saved(old, "ioi", device="cpu", edges=False)
     assert "records no example splits" in caplog.text
     assert res.split is None

@@ -9,8 +9,8 @@ from typing import Callable
 import pytest
 
 from circuits.errors import SchemaError, TaskError, VocabularyError
-from circuits.taskfile import load_task, read_schema_csv, save_task
-from circuits.tasks import Task, make_task
+from circuits.data.taskfile import load_task, read_schema_csv, save_task
+from circuits.data.tasks import Task, make_task
 from circuits.toy.tokenizer import WordTokenizer
 
 BUILT_IN = ["ioi", "ioi-baba", "sva-simple", "sva-pp", "sva-within-rc", "sva-across-rc", "greater-than"]

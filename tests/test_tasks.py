@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from circuits.errors import SchemaError, TaskError
-from circuits.schema import Schema
-from circuits.tasks import (
+from circuits.data.schema import Schema
+from circuits.data.tasks import (
     TASKS,
     Example,
     Task,

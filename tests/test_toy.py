@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 import torch
 
-from circuits.behaviour import run_task
+from circuits.evaluation.behaviour import run_task
 from circuits.errors import TaskError, VocabularyError
-from circuits.tasks import make_task
+from circuits.data.tasks import make_task
 from circuits.toy import language
 from circuits.toy.model import ToyModelConfig, ToyTrainConfig, train_model
 from circuits.toy.tokenizer import WordTokenizer

@@ -169,7 +169,7 @@ def is_metric(graph: nx.DiGraph, node: Hashable) -> bool:
 def count_nodes(graph: nx.DiGraph) -> int:
     """The circuit's size: its nodes, not counting the metric sink.
 
-    The same count as ``circuits.graph.count_nodes`` (which the run's title and summary use), so a
+    The same count as ``circuits.graph.ids.count_nodes`` (which the run's title and summary use), so a
     report's header and its title agree.
     """
     return sum(1 for node in graph.nodes if not is_metric(graph, node))

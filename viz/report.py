@@ -11,7 +11,7 @@ the faithfulness/completeness-versus-size plot, a node table sortable by any col
 shaded by activation.
 
 The header's node count is the circuit's size, the metric not counted (``viz._common.count_nodes``,
-the count ``circuits.graph.count_nodes`` gives and the run's title uses).
+the count ``circuits.graph.ids.count_nodes`` gives and the run's title uses).
 
 A context's tokens are shown as the tokenizer decodes them (``spacing``): tokens that carry their
 own whitespace (byte-level BPE tokens decoded one at a time, ``" Mary"``) are put side by side, and

@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from circuits.errors import CircuitError
-from circuits.graph import AGNOSTIC, METRIC, parse_node_id, read_json, write_json_atomic
+from circuits.graph.ids import AGNOSTIC, METRIC, parse_node_id, read_json, write_json_atomic
 
 SCHEMA_VERSION = 1
 MIB_FRACTIONS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)

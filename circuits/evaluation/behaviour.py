@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from circuits.tasks import Task, metric_per_example
+from circuits.data.tasks import Task, metric_per_example
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Building the attributed graph of a task: node effects, edge effects, one networkx graph.
 
 :func:`attribute_graph` runs the two attribution phases of :mod:`attribution` on a task batch and
-turns their scores into the graph of :mod:`circuits.graph`:
+turns their scores into the graph of :mod:`circuits.graph.ids`:
 
 1. *Nodes.* Per-example node effects (``atp`` or ``ig``) are aggregated with a
    :class:`~attribution.positions.PositionMap`: per token position (``token``), per schema span
@@ -13,7 +13,7 @@ turns their scores into the graph of :mod:`circuits.graph`:
    (on the first ``edge_examples`` examples);
    every node gets its direct edge into the metric. An edge enters the graph when both of its ends
    are graph nodes and ``|effect| > edge_threshold``. Nodes whose incoming edges were scored carry
-   ``scored_inputs=True``; evaluation at edge level relies on it (see :mod:`circuits.evaluate`).
+   ``scored_inputs=True``; evaluation at edge level relies on it (see :mod:`circuits.evaluation.evaluator`).
 
 The metric node's ``effect`` is the mean task metric on the clean prompts.
 """
@@ -34,7 +34,7 @@ from attribution.edges import ERROR, LOCAL, EdgeEffects, Target, edge_effects
 from attribution.nodes import IG_MODES, NodeEffects, node_effects
 from attribution.positions import PositionMap
 from circuits.errors import CircuitError
-from circuits.graph import (
+from circuits.graph.ids import (
     ERROR_INDEX,
     METRIC,
     POSITION_MODES,
@@ -42,7 +42,7 @@ from circuits.graph import (
     new_graph,
     node_id,
 )
-from circuits.tasks import TaskBatch
+from circuits.data.tasks import TaskBatch
 from replacement.model import ReplacementModel
 from replacement.sites import Site
 
@@ -337,7 +337,7 @@ def attribute_graph(
 ) -> AttributedGraph:
     """Score every node and the edges into the largest ones on ``batch``; build the graph.
 
-    ``inputs`` are the batch's attribution inputs (:func:`circuits.attribute.attribution_inputs`).
+    ``inputs`` are the batch's attribution inputs (:func:`circuits.data.inputs.attribution_inputs`).
     ``metadata`` must name ``model``, ``dictionaries`` and ``task`` (graph attributes; ``method``
     defaults to ``config.method``);
     ``token_labels`` label the columns of a token-level graph.

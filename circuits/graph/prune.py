@@ -1,7 +1,7 @@
 """Pruning an attributed graph to a circuit.
 
 Pruning looks only at node ids and ``effect`` attributes, so it works the same on token-level,
-span-level and position-agnostic graphs (see :mod:`circuits.graph`). It runs in two phases:
+span-level and position-agnostic graphs (see :mod:`circuits.graph.ids`). It runs in two phases:
 
 1. *Select* nodes and edges by one rule:
 
@@ -37,7 +37,7 @@ from typing import Any, Iterable
 import networkx as nx
 
 from circuits.errors import CircuitError
-from circuits.graph import METRIC, copy_graph, count_nodes
+from circuits.graph.ids import METRIC, copy_graph, count_nodes
 
 
 @dataclass(frozen=True)

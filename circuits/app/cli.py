@@ -15,11 +15,11 @@ import threading
 from collections.abc import Callable
 
 COMMAND_MODULES = [
-    "circuits.commands.toy",
-    "circuits.commands.tasks",
-    "circuits.commands.dictionaries",
-    "circuits.commands.attribution",
-    "circuits.commands.discover",
+    "circuits.app.commands.toy",
+    "circuits.app.commands.tasks",
+    "circuits.app.commands.dictionaries",
+    "circuits.app.commands.attribution",
+    "circuits.app.commands.discover",
 ]
 
 

@@ -28,7 +28,7 @@ Ablation values (``EvalConfig.ablation``):
   schema, this is the per-position mean;
 - ``zero``: features and error terms set to zero (the site passes on its decoder bias);
 - ``patch``: each example's own counterfactual activations, position-aligned span by span
-  (:func:`circuits.attribute.corrupted_positions`).
+  (:func:`circuits.data.inputs.corrupted_positions`).
 
 Error nodes are ordinary nodes unless ``ablate_errors=False``, which keeps every error node live in
 every run (``m(∅)`` included); ``ablate_embed=False`` does the same for the embedding site, as
@@ -71,8 +71,8 @@ import networkx as nx
 import torch
 from tqdm.auto import tqdm
 
-from circuits.attribute import corrupted_positions, task_metric
-from circuits.curves import (
+from circuits.data.inputs import corrupted_positions, task_metric
+from circuits.evaluation.curves import (
     MIB_FRACTIONS,
     Curve,
     cmd,
@@ -83,9 +83,9 @@ from circuits.curves import (
     size_grid,
 )
 from circuits.errors import CircuitError
-from circuits.graph import AGNOSTIC, ERROR_INDEX, METRIC, count_nodes, parse_node_id
-from circuits.prune import Selection, connect_inputs_to_metric
-from circuits.tasks import TaskBatch
+from circuits.graph.ids import AGNOSTIC, ERROR_INDEX, METRIC, count_nodes, parse_node_id
+from circuits.graph.prune import Selection, connect_inputs_to_metric
+from circuits.data.tasks import TaskBatch
 from replacement.model import NodeEdit, ReplacementModel
 
 log = logging.getLogger(__name__)
@@ -562,7 +562,7 @@ class Evaluator:
         return out
 
     def evaluate_nodes(self, nodes: Iterable[str], completeness: bool = True) -> Evaluation:
-        """Node-level scores of one node set (ids of :mod:`circuits.graph`; ``"metric"`` is ignored)."""
+        """Node-level scores of one node set (ids of :mod:`circuits.graph.ids`; ``"metric"`` is ignored)."""
         return self.evaluate_node_sets([list(nodes)], completeness)[0]
 
     def faithfulness_with_bound(
@@ -997,7 +997,7 @@ def edge_curve(evaluator: Evaluator, G: nx.DiGraph, fractions: Sequence[float] =
     """Faithfulness (edge-level ablation) of the top-k-edge circuits of ``G`` at the given edge fractions,
     with MIB's CPR and CMD over those fractions.
 
-    Each circuit is what :func:`circuits.prune.prune_top_edges` gives (the k edges of largest
+    Each circuit is what :func:`circuits.graph.prune.prune_top_edges` gives (the k edges of largest
     ``|effect|``, ties in graph order, then the connectivity phase); the edges are ranked once for all
     sizes. A size at which nothing connects the inputs to the metric is the empty circuit.
     """

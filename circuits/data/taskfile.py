@@ -26,8 +26,8 @@ from pathlib import Path
 
 from circuits.errors import SchemaError, TaskError
 from circuits.files import atomic_write
-from circuits.schema import Schema, per_token_schema
-from circuits.tasks import Example, Task, TextTokenizer
+from circuits.data.schema import Schema, per_token_schema
+from circuits.data.tasks import Example, Task, TextTokenizer
 
 REQUIRED_FIELDS = ("clean_prefix", "patch_prefix", "clean_answer", "patch_answer")
 NON_SPAN_COLUMNS = ("prompt", "length")

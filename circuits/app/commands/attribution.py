@@ -8,7 +8,7 @@ import io
 import json
 import math
 
-from circuits.commands import add_model_options, add_output_options, int_at_least, positive_int, seed
+from circuits.app.commands import add_model_options, add_output_options, int_at_least, positive_int, seed
 
 
 def add_dictionary_options(p: argparse.ArgumentParser) -> None:
@@ -41,15 +41,20 @@ def _validate(args: argparse.Namespace) -> int:
     import torch
 
     from attribution.validate import validate_edges, validate_graph_edges, validate_nodes
-    from circuits.attribute import attribution_inputs
-    from circuits.commands.tasks import resolve_task
-    from circuits.models import load_model
-    from circuits.replaced import check_dictionaries, load_replacement
+    from circuits.data.inputs import attribution_inputs
+    from circuits.app.commands.tasks import resolve_task
+    from circuits.app.loading import load_model
+    from circuits.app.pipeline import load_dictionaries
+    from circuits.app.loading import check_dictionaries
+    from replacement.model import ReplacementModel
 
     torch.manual_seed(args.seed)
     check_dictionaries(args.dictionaries)
     loaded = load_model(args.model, device=args.device)
-    rm = load_replacement(loaded, args.dictionaries, args.composition)
+    # the sites of the composition, as `circuits discover` builds them (a set lacking them is refused)
+    dset = load_dictionaries(loaded, args.dictionaries, args.composition)
+    dset.validate_for(loaded.model)
+    rm = ReplacementModel(loaded.model, dset)
     if not args.float32:
         with contextlib.redirect_stdout(io.StringIO()):  # the model's dtype change prints a notice
             rm.model.to(torch.float64)
@@ -59,7 +64,7 @@ def _validate(args: argparse.Namespace) -> int:
     batch = task.batch(loaded.tokenizer.pad_id, task.examples[: args.examples])
     inputs = attribution_inputs(batch, device=loaded.device)
     t0 = time.perf_counter()
-    progress = not args.quiet
+    progress = not args.quiet and not args.json
     nodes = validate_nodes(rm, inputs, steps=args.steps, ig_modes=("inputs", "per-site"), corrupted_lengths=batch.corrupted_lengths,
                            progress=progress)
     common = dict(n_edges=args.edges, steps=args.steps, seed=args.seed, progress=progress)

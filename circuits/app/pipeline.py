@@ -9,19 +9,19 @@ commands are thin wrappers over :func:`discover` and :func:`evaluate_saved`.
    (seed ``seed + 1``) and selection examples that choose the circuit's size (seed ``seed + 2``);
    a task file is cut into parts in that order (attribution, selection, evaluation); circuit.json
    records the parts (metadata ``splits``) and :func:`evaluate_saved` reuses its held-out one;
-3. :func:`circuits.build.attribute_graph`: node and edge effects, the attributed graph;
+3. :func:`circuits.graph.build.attribute_graph`: node and edge effects, the attributed graph;
 4. :func:`choose_size` and :func:`choose_circuit`: the circuit, by size (top-N nodes), by node
    threshold, or (the default) the smallest top-N whose faithfulness on the *selection* examples
    reaches a target, pruned to what connects the inputs to the metric;
-5. :class:`circuits.evaluate.Evaluator`: faithfulness and completeness on the held-out examples,
-   at node and at edge level, and the curves (:func:`circuits.evaluate.faithfulness_curves`);
-6. feature labels (:func:`circuits.labels.label_circuit`: top-activating contexts on the toy corpus or
+5. :class:`circuits.evaluation.evaluator.Evaluator`: faithfulness and completeness on the held-out examples,
+   at node and at edge level, and the curves (:func:`circuits.evaluation.evaluator.faithfulness_curves`);
+6. feature labels (:func:`circuits.labels.features.label_circuit`: top-activating contexts on the toy corpus or
    ``label_corpus``, cached per dictionary set) written into the circuit's node ``label`` attributes;
 7. :func:`write_outputs`: circuit.json, circuit.svg, curve.json, curve.png and report.html.
 
 Python::
 
-    from circuits.pipeline import DiscoverConfig, discover
+    from circuits.app.pipeline import DiscoverConfig, discover
     result = discover(DiscoverConfig(task="ioi"), out="runs/ioi")
     print(result.summary()["faithfulness"], result.circuit.number_of_nodes())
 """
@@ -37,16 +37,16 @@ from typing import Any
 
 import networkx as nx
 
-from circuits.attribute import attribution_inputs
-from circuits.build import (
+from circuits.data.inputs import attribution_inputs
+from circuits.graph.build import (
     AttributedGraph,
     BuildConfig,
     attribute_graph,
     check_token_positions,
 )
-from circuits.curves import nodes_needed
+from circuits.evaluation.curves import nodes_needed
 from circuits.errors import CircuitError, TaskError
-from circuits.evaluate import (
+from circuits.evaluation.evaluator import (
     Curves,
     EvalConfig,
     Evaluation,
@@ -55,7 +55,7 @@ from circuits.evaluate import (
     ranked_nodes,
     smallest_faithful,
 )
-from circuits.graph import (
+from circuits.graph.ids import (
     METRIC,
     check_compatible,
     copy_graph,
@@ -63,12 +63,12 @@ from circuits.graph import (
     load_circuit,
     save_circuit,
 )
-from circuits.labels import label_circuit
-from circuits.models import TOY, LoadedModel, load_model
-from circuits.prune import PruneResult, prune_by_threshold, prune_top_nodes
-from circuits.replaced import COMPOSITIONS, NEURONS, check_dictionaries
-from circuits.replaced import load_dictionaries as load_named_dictionaries
-from circuits.tasks import TASKS, Task, TaskBatch, make_task
+from circuits.labels.features import label_circuit
+from circuits.app.loading import TOY, LoadedModel, load_model
+from circuits.graph.prune import PruneResult, prune_by_threshold, prune_top_nodes
+from circuits.app.loading import COMPOSITIONS, NEURONS, check_dictionaries
+from circuits.app.loading import load_dictionaries as load_named_dictionaries
+from circuits.data.tasks import TASKS, Task, TaskBatch, make_task
 from replacement.model import ReplacementModel
 from viz.diagram import render
 from viz.plots import plot_curve
@@ -86,14 +86,14 @@ class DiscoverConfig:
     ``task``: a built-in task name or a JSONL task file (``schema``: its schema CSV).
     ``dictionaries``: a dictionary-set folder, ``"neurons"`` (the identity / MLP-neuron baseline) or
     None (the model's shipped set; the toy model only), or ``"release:NAME"`` (a SAELens release).
-    ``composition``: what replaces each sublayer (:data:`circuits.replaced.COMPOSITIONS`):
+    ``composition``: what replaces each sublayer (:data:`circuits.app.loading.COMPOSITIONS`):
     ``"transcoders"`` (the default: embed SAE and MLP transcoders; attention is not replaced, so its
     computation runs inside the edges, as in circuit-tracer), ``"sae"`` (embed, attn, mlp, resid:
     Sparse Feature Circuits' graph) or ``"mixed"`` (embed, attn, transcoder, resid).
     ``ablate_embed`` False (the default, Sparse Feature Circuits' convention) keeps the embedding live
     in every evaluation, and the circuit is chosen among the other nodes (:func:`circuit_candidates`).
     ``method``, ``ig_mode``, ``steps``: node attribution; ``edge_local``: how edges measure the downstream
-    node's change (:class:`circuits.build.BuildConfig`).
+    node's change (:class:`circuits.graph.build.BuildConfig`).
     The circuit is the top ``n_nodes`` nodes by |effect|, or the nodes with |effect| >= ``node_threshold``, or (neither given) the smallest
     top-N whose faithfulness on ``selection_examples`` fresh examples reaches ``faithfulness`` (with
     ``confidence``: its bootstrap lower bound at that confidence does); it is then evaluated on
@@ -168,7 +168,7 @@ class DiscoverConfig:
         if not self.labels and self.label_corpus is not None:
             raise CircuitError(f"--label-corpus {self.label_corpus} has no use with --no-labels: drop one of the two")
         if self.labels and self.label_corpus is not None:
-            from circuits.labels import corpus_lines
+            from circuits.labels.features import corpus_lines
 
             corpus_lines(self.label_corpus)  # a missing, non-UTF-8 or blank file fails now, not after the run
         self.build_config()  # validates method, positions, steps
@@ -199,7 +199,7 @@ class Setup:
 
 
 def load_dictionaries(loaded: LoadedModel, source: str | None, composition: str = "sae"):
-    """The dictionary set of a run (``source`` as :func:`circuits.replaced.load_dictionaries` reads it),
+    """The dictionary set of a run (``source`` as :func:`circuits.app.loading.load_dictionaries` reads it),
     restricted to ``composition``; a composition whose sites the set lacks is an error."""
     from replacement.dictionaries import DictionarySet
 
@@ -293,10 +293,10 @@ def load_data(
     ``seed + 2`` (``n_selection`` examples, none when 0); ``schema`` is refused (their spans are built
     in). A task file: its first ``n_attribution`` examples, then ``n_selection``, then ``n_eval``; a file
     too small for that is split in two (half for attribution at most) and has no selection part.
-    ``positions="token"`` refuses prompts of different lengths (:func:`circuits.build.check_token_positions`),
+    ``positions="token"`` refuses prompts of different lengths (:func:`circuits.graph.build.check_token_positions`),
     before anything is attributed. :attr:`TaskData.splits` records the parts.
     """
-    from circuits.commands.tasks import resolve_task
+    from circuits.app.commands.tasks import resolve_task
 
     pad = tokenizer.pad_id
     selection: Task | None = None
@@ -366,7 +366,7 @@ def token_labels(tokenizer: Any, batch: TaskBatch) -> list[str]:
 
 def choose_circuit(G: nx.DiGraph, n_nodes: int | None = None, node_threshold: float | None = None) -> PruneResult:
     """The circuit: the top ``n_nodes`` nodes, or every node with ``|effect| >= node_threshold``;
-    then only what connects the inputs to the metric (:mod:`circuits.prune`)."""
+    then only what connects the inputs to the metric (:mod:`circuits.graph.prune`)."""
     if (n_nodes is None) == (node_threshold is None):
         raise CircuitError("choose the circuit by a number of nodes or by a node threshold (exactly one)")
     if node_threshold is not None:
@@ -544,7 +544,7 @@ def write_outputs(
     report.html into ``out``.
 
     A circuit too large to read is drawn in part (see :func:`diagram_view`); circuit.json holds all of
-    it. ``contexts`` (node id -> top-activating contexts, :func:`circuits.labels.contexts_for`) go into
+    it. ``contexts`` (node id -> top-activating contexts, :func:`circuits.labels.features.contexts_for`) go into
     the report for the ``REPORT_CONTEXT_NODES`` nodes of largest ``|effect|``; ``metadata`` is shown in
     its header.
 
@@ -676,7 +676,7 @@ def _discover_run(config: DiscoverConfig, out: Path | None, progress: bool) -> D
 
 
 def _fractions() -> tuple[float, ...]:
-    from circuits.curves import MIB_FRACTIONS
+    from circuits.evaluation.curves import MIB_FRACTIONS
 
     return MIB_FRACTIONS
 
@@ -850,7 +850,7 @@ def evaluation_split(
 def load_split(split: dict[str, Any], tokenizer: Any, *, explicit_rows: bool = False) -> Task:
     """The examples :func:`evaluation_split` names. Rows past the end of a task file are an error when
     given explicitly (``explicit_rows``); otherwise the part is cut at the end, with a warning."""
-    from circuits.commands.tasks import resolve_task
+    from circuits.app.commands.tasks import resolve_task
 
     if split["kind"] == "builtin":
         return make_task(split["task"], tokenizer, n=int(split["examples"]), seed=int(split["seed"]))

@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 
-from circuits.commands import add_output_options, confidence, fraction, non_negative_float, positive_int, seed
+from circuits.app.commands import add_output_options, confidence, fraction, non_negative_float, positive_int, seed
 
 
 def register(sub) -> None:
@@ -138,7 +138,7 @@ def _discover(args: argparse.Namespace) -> int:
     from circuits.files import check_output_dir
 
     check_output_dir(args.out, "--out", replaces="circuit.json")  # before the pipeline (and torch) is imported
-    from circuits.pipeline import DiscoverConfig, discover
+    from circuits.app.pipeline import DiscoverConfig, discover
 
     _threads(args.threads)
     config = DiscoverConfig(
@@ -180,7 +180,15 @@ def _split_words(split: dict | None, n: int | None) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from circuits.pipeline import evaluate_saved
+    from pathlib import Path
+
+    from circuits.errors import CircuitError
+
+    if Path(args.circuit).is_dir():
+        inside = Path(args.circuit) / "circuit.json"
+        hint = f"give {inside}" if inside.is_file() else "give the circuit.json that `circuits discover` wrote"
+        raise CircuitError(f"circuit {args.circuit} is a folder, not a circuit file: {hint}")
+    from circuits.app.pipeline import evaluate_saved
 
     _threads(args.threads)
     res = evaluate_saved(

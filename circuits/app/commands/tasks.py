@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
-from circuits.commands import positive_int, seed
+from circuits.app.commands import positive_int, seed
+
+log = logging.getLogger(__name__)
 
 
 def register(sub) -> None:
@@ -26,21 +29,34 @@ def register(sub) -> None:
     export.set_defaults(func=_export)
 
 
-def resolve_task(spec: str, tokenizer, n: int = 64, seed: int = 0, schema: str | None = None):
-    """A built-in task by name, or a JSONL file (with an optional schema CSV)."""
+def resolve_task(spec: str, tokenizer, n: int = 64, seed: int = 0, schema: str | None = None, *,
+                 schema_beside: bool = False):
+    """A built-in task by name, or a JSONL file (with an optional schema CSV).
+
+    ``schema_beside``: with no ``schema``, read the ``<stem>_schema.csv`` beside the file when there is
+    one (the name ``circuits tasks export`` gives it), for commands that take no ``--schema``.
+    """
     from pathlib import Path
 
-    from circuits.taskfile import load_task
-    from circuits.tasks import TASKS, make_task
-
     from circuits.errors import TaskError
+    from circuits.data.taskfile import load_task
+    from circuits.data.tasks import TASKS, make_task
 
     if spec in TASKS:
         if schema is not None:
             raise TaskError(f"--schema applies to task files only, and {spec!r} is a built-in task")
         return make_task(spec, tokenizer, n=n, seed=seed)
     if Path(spec).suffix == ".jsonl" or Path(spec).exists():
-        return load_task(spec, tokenizer, schema=schema)
+        beside = Path(spec).with_name(Path(spec).stem + "_schema.csv")
+        if schema is None and schema_beside and beside.is_file():
+            log.info("%s: reading its schema %s", spec, beside)
+            return load_task(spec, tokenizer, schema=str(beside))
+        if schema is not None or not beside.is_file():
+            return load_task(spec, tokenizer, schema=schema)
+        try:
+            return load_task(spec, tokenizer)
+        except TaskError as err:  # a schema is there but was not given: say so
+            raise TaskError(f"{err} (its schema {beside} was not read: pass --schema {beside})") from None
     if Path(spec).suffix or "/" in spec or "\\" in spec:  # a path, not a task name
         raise TaskError(f"task file {spec!r} does not exist, and it is not a built-in task ({', '.join(sorted(TASKS))})")
     return make_task(spec, tokenizer, n=n, seed=seed)  # raises the unknown-task error
@@ -54,7 +70,7 @@ def _toy_tokenizer():
 
 
 def _list(args: argparse.Namespace) -> int:
-    from circuits.tasks import TASKS
+    from circuits.data.tasks import TASKS
 
     for name in sorted(TASKS):
         spec = TASKS[name]
@@ -78,8 +94,8 @@ def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from circuits.files import check_output_file
-    from circuits.taskfile import save_task
-    from circuits.tasks import make_task
+    from circuits.data.taskfile import save_task
+    from circuits.data.tasks import make_task
 
     check_output_file(args.out, "--out")
     out = Path(args.out)

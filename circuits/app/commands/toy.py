@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from circuits.commands import add_model_options, add_output_options, positive_int, seed
+from circuits.app.commands import add_model_options, add_output_options, positive_int, seed
 
 
 def register(sub) -> None:
@@ -30,15 +30,16 @@ def register(sub) -> None:
     add_output_options(ev)
     ev.add_argument("-n", "--examples", type=positive_int, default=256, help="held-out examples per task")
     ev.add_argument("--seed", type=seed, default=0, help="seed of the generated examples (default 0)")
-    ev.add_argument("--tasks", nargs="*", default=None, help="built-in task names or JSONL task files (default: every built-in task)")
+    ev.add_argument("--tasks", nargs="*", default=None, help="built-in task names or JSONL task files, each with the FILE_schema.csv beside it when there is one "
+                    "(default: every built-in task)")
     ev.set_defaults(func=_eval)
 
 
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from circuits.tasks import available_tasks, make_task
-    from circuits.behaviour import run_task
+    from circuits.data.tasks import available_tasks, make_task
+    from circuits.evaluation.behaviour import run_task
     from circuits.files import check_output_dir
     from circuits.toy.model import ToyModelConfig, ToyTrainConfig, save_model, shipped_dir, train_model
 
@@ -54,7 +55,7 @@ def _train(args: argparse.Namespace) -> int:
     tcfg = ToyTrainConfig(seed=args.seed)
     if args.steps:
         tcfg = replace(tcfg, steps=args.steps)
-    from circuits.models import resolve_device
+    from circuits.app.loading import resolve_device
 
     model, tok, losses = train_model(mcfg, tcfg, device=resolve_device(args.device), progress=not args.quiet)
     out = save_model(model, tok, mcfg, shipped_dir() if args.replace_shipped else args.out)
@@ -66,16 +67,16 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from circuits.behaviour import run_task
-    from circuits.commands.tasks import resolve_task
-    from circuits.models import load_model
-    from circuits.tasks import available_tasks
+    from circuits.evaluation.behaviour import run_task
+    from circuits.app.commands.tasks import resolve_task
+    from circuits.app.loading import load_model
+    from circuits.data.tasks import available_tasks
 
     loaded = load_model(args.model, device=args.device)
     names = args.tasks or available_tasks()
     results = {}
     for name in names:
-        task = resolve_task(name, loaded.tokenizer, n=args.examples, seed=args.seed)
+        task = resolve_task(name, loaded.tokenizer, n=args.examples, seed=args.seed, schema_beside=True)
         results[name] = run_task(loaded.model, task, loaded.tokenizer.pad_id).as_dict()
     if args.json:
         print(json.dumps(results))

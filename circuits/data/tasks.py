@@ -3,7 +3,7 @@
 A :class:`Task` is a list of :class:`Example` plus the name of its metric. Built-in tasks are
 generated from the toy language and registered by name (``ioi``, ``ioi-baba``, ``sva-simple``,
 ``sva-pp``, ``sva-within-rc``, ``sva-across-rc``, ``greater-than``); a user's own tasks load from
-the Sparse-Feature-Circuits JSONL format with an optional schema CSV (see :mod:`circuits.taskfile`).
+the Sparse-Feature-Circuits JSONL format with an optional schema CSV (see :mod:`circuits.data.taskfile`).
 
 Token convention: every prompt starts with BOS at index 0; batches are right-padded and the
 metric reads each example's own last token.
@@ -18,13 +18,13 @@ from typing import Callable, Protocol, Sequence
 import torch
 
 from circuits.errors import SchemaError, TaskError
-from circuits.schema import Schema
+from circuits.data.schema import Schema
 from circuits.toy import language
 
 
 class TextTokenizer(Protocol):
     """What tasks need of a tokenizer: the toy :class:`~circuits.toy.tokenizer.WordTokenizer`
-    and :class:`circuits.models.HFTokenizer` both provide it."""
+    and :class:`circuits.app.loading.HFTokenizer` both provide it."""
 
     pad_id: int
 

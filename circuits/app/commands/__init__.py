@@ -1,4 +1,4 @@
-"""Subcommand groups of the ``circuits`` CLI, one module each (see :mod:`circuits.cli`)."""
+"""Subcommand groups of the ``circuits`` CLI, one module each (see :mod:`circuits.app.cli`)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from attribution.core import AttributionInputs
-from circuits.tasks import TaskBatch, metric_per_example
+from circuits.data.tasks import TaskBatch, metric_per_example
 
 
 def task_metric(batch: TaskBatch):

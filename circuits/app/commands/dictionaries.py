@@ -12,7 +12,7 @@ import random
 import time
 from pathlib import Path
 
-from circuits.commands import (
+from circuits.app.commands import (
     add_model_options,
     add_output_options,
     non_negative_float,
@@ -87,12 +87,15 @@ def _n_ctx(model) -> int:
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from circuits.models import TOY, load_model
+    from circuits.app.loading import TOY, load_model
     from replacement.dictionaries import DictionaryConfig, shipped_toy_set
     from replacement.errors import DictionaryError
     from replacement.sites import model_sites
     from replacement.train import SetTrainConfig, TrainConfig, train_set
 
+    if args.l1 is not None and args.architecture != "relu":
+        raise DictionaryError(f"--l1 is the L1 penalty of ReLU dictionaries; with --architecture {args.architecture} it has no "
+                              "effect: add --architecture relu or drop --l1")
     if args.replace_shipped and args.model != TOY:
         raise DictionaryError(f"--replace-shipped: only the toy model has a shipped dictionary set, not {args.model!r}; give --out")
     from circuits.files import check_output_dir
@@ -130,8 +133,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from circuits.models import load_model
-    from circuits.replaced import check_dictionaries, load_dictionaries
+    from circuits.app.loading import load_model
+    from circuits.app.loading import check_dictionaries, load_dictionaries
     from replacement.report import quality_report
 
     check_dictionaries(args.dictionaries)

@@ -17,7 +17,7 @@ attributes and :func:`contexts_for` gives the contexts in the form ``viz.report`
 
 Python::
 
-    from circuits.labels import feature_labels, label_graph, contexts_for
+    from circuits.labels.features import feature_labels, label_graph, contexts_for
     labels = feature_labels(rm, loaded.tokenizer)           # scans once, then reads the cache
     label_graph(circuit, labels)
     write_report("report.html", graph=circuit, contexts=contexts_for(circuit, labels))
@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from circuits.errors import TaskError
 from circuits.files import atomic_write
-from circuits.graph import ERROR_INDEX, parse_node_id
+from circuits.graph.ids import ERROR_INDEX, parse_node_id
 from circuits.toy import language
 
 log = logging.getLogger(__name__)

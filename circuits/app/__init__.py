@@ -1,0 +1,1 @@
+"""The application: nested run configs, loading models and dictionaries, the pipeline, the CLI."""

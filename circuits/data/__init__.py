@@ -1,0 +1,1 @@
+"""Tasks and their data: built-in tasks, schemas, task files, splits, attribution inputs."""

@@ -1,0 +1,1 @@
+"""Circuits evaluated by real ablation: faithfulness, completeness, curves, task behaviour."""
