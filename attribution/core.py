@@ -12,8 +12,8 @@ the caller from the two schemas); padding positions are ``-1``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -22,6 +22,20 @@ from replacement.model import ReplacementModel
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 BUDGET = 2**24  # numbers one intermediate (a contraction, or a batch of patched rows) may hold, roughly
+
+ERROR = -1
+"""The index of a site's error node beside its features ``0 .. d_sae - 1`` (node tuples, edge targets)."""
+
+
+def with_error_column(features: torch.Tensor, errors: torch.Tensor) -> torch.Tensor:
+    """A site's nodes as one matrix: features [..., d_sae] and errors [...] -> [..., d_sae + 1], the
+    error node in the last column (see :func:`node_index`)."""
+    return torch.cat([features, errors[..., None]], dim=-1)
+
+
+def node_index(column: int, d_sae: int) -> int:
+    """The node index (a feature, or :data:`ERROR`) of a column of a [..., d_sae + 1] node matrix."""
+    return ERROR if column == d_sae else column
 
 
 class AttributionError(ValueError):
@@ -100,6 +114,12 @@ class AttributionInputs:
     def index(self, repeats: int = 1) -> torch.Tensor:
         return torch.arange(self.batch_size, device=self.clean.device).repeat(repeats)
 
+    def at_clean_positions(self, values: torch.Tensor) -> torch.Tensor:
+        """Values of a counterfactual run [batch, pos', ...] at the clean positions [batch, pos, ...]."""
+        if self.corrupted_position is None:
+            raise AttributionError("these inputs have no counterfactual prompts to align")
+        return align(values, self.corrupted_position)
+
 
 def align(values: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
     """``values[b, position[b, p]]`` ([batch, pos', ...] -> [batch, pos, ...]); zero where position is -1."""
@@ -136,20 +156,20 @@ def site_values(rm: ReplacementModel, inputs: AttributionInputs, baseline: str =
     if baseline not in BASELINES:
         raise AttributionError(f"unknown baseline {baseline!r}; expected one of {BASELINES}")
     valid = inputs.valid
-    clean = rm.activations(inputs.clean)
+    clean = rm.activations(inputs.clean).records
     out: dict[str, SiteValues] = {}
     if baseline == "corrupted":
         if inputs.corrupted is None:
             raise AttributionError("the 'corrupted' baseline needs corrupted tokens; use baseline='zero' or 'mean'")
-        corr = rm.activations(inputs.corrupted)
+        corr = rm.activations(inputs.corrupted).records
     elif baseline == "mean":
         means = rm.mean_activations(inputs.clean, inputs.clean_lengths, per_position=False)
     for name, rec in clean.items():
         m = valid[..., None].to(rec.features.dtype)
         f_c, e_c = rec.features * m, rec.error * m
         if baseline == "corrupted":
-            f_t = align(corr[name].features, inputs.corrupted_position)
-            e_t = align(corr[name].error, inputs.corrupted_position)
+            f_t = inputs.at_clean_positions(corr[name].features)
+            e_t = inputs.at_clean_positions(corr[name].error)
         elif baseline == "zero":
             f_t, e_t = torch.zeros_like(f_c), torch.zeros_like(e_c)
         else:

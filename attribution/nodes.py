@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from attribution.core import (
+    ERROR,
     AttributionError,
     AttributionInputs,
     SiteValues,
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 METHODS = ("atp", "ig", "exact")
 IG_MODES = ("inputs", "per-site")
-EMBED_HOOK = "blocks.0.hook_resid_pre"
 HALF = (torch.float16, torch.bfloat16)  # gradients summed over steps in float32
 
 
@@ -97,7 +97,7 @@ def _metric(inputs: AttributionInputs, logits: torch.Tensor, repeats: int = 1) -
 
 
 def _grads_atp(rm: ReplacementModel, inputs: AttributionInputs, counter: PassCounter) -> dict[str, torch.Tensor]:
-    run = rm.run(inputs.clean, grad=True)
+    run = rm.run_with_grads(inputs.clean)
     m = _metric(inputs, run.logits)
     counter.forward += 1
     counter.backward += 1
@@ -110,17 +110,24 @@ def _sum_steps(g: torch.Tensor, k: int, b: int) -> torch.Tensor:
     return g.detach().view(k, b, *g.shape[1:]).sum(0, dtype=torch.float32 if g.dtype in HALF else g.dtype)
 
 
-def _alphas(steps: int) -> list[float]:
+def midpoints(steps: int) -> list[float]:
+    """The interpolation points ``alpha = (k + 1/2) / steps`` of integrated gradients."""
     return [(k + 0.5) / steps for k in range(steps)]
 
 
 def _grads_ig_inputs(
-    rm: ReplacementModel, inputs: AttributionInputs, values: dict[str, SiteValues], steps: int, chunk: int, counter: PassCounter, progress: bool
+    rm: ReplacementModel,
+    inputs: AttributionInputs,
+    values: dict[str, SiteValues],
+    steps: int,
+    chunk: int,
+    counter: PassCounter,
+    progress: bool,
 ) -> dict[str, torch.Tensor]:
     b = inputs.batch_size
-    x0 = _embed_values(rm, inputs, values)
+    x0 = embed_values(rm, inputs, values)
     total: dict[str, torch.Tensor] = {}
-    alphas = _alphas(steps)
+    alphas = midpoints(steps)
     per = max(1, chunk // b)
     for i in tqdm(range(0, steps, per), desc="integrated gradients", disable=not progress, leave=False):
         group = alphas[i : i + per]
@@ -128,8 +135,7 @@ def _grads_ig_inputs(
         a = torch.tensor(group, device=x0[0].device, dtype=x0[0].dtype).repeat_interleave(b)[:, None, None]
         start, end = x0[0].repeat(k, 1, 1), x0[1].repeat(k, 1, 1)
         interp = start + a * (end - start)
-        hook = (EMBED_HOOK, lambda x, hook, v=interp: v)
-        run = rm.run(inputs.clean.repeat(k, 1), grad=True, pre_hooks=[hook])
+        run = rm.run_with_grads(inputs.clean.repeat(k, 1), embed=interp)
         m = _metric(inputs, run.logits, k)
         grads = run.site_grads(m.sum())
         counter.forward += k
@@ -140,26 +146,30 @@ def _grads_ig_inputs(
 
 
 @torch.no_grad()
-def _embed_values(rm: ReplacementModel, inputs: AttributionInputs, values: dict[str, SiteValues]) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_values(
+    rm: ReplacementModel, inputs: AttributionInputs, values: dict[str, SiteValues]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Clean and target residual stream entering layer 0, aligned to clean positions."""
     if "embed" in values:
         v = values["embed"]
         return site_output(rm, "embed", v.f_clean, v.e_clean), site_output(rm, "embed", v.f_target, v.e_target)
-    from attribution.core import align
-
-    _, cache = rm.model.run_with_cache(inputs.clean, names_filter=lambda n: n == EMBED_HOOK)
-    clean = cache[EMBED_HOOK]
+    clean = rm.embeddings(inputs.clean)
     if inputs.corrupted is None:
         raise AttributionError("integrated gradients over inputs without an embed site needs corrupted tokens")
-    _, cache = rm.model.run_with_cache(inputs.corrupted, names_filter=lambda n: n == EMBED_HOOK)
-    return clean, align(cache[EMBED_HOOK], inputs.corrupted_position)
+    return clean, inputs.at_clean_positions(rm.embeddings(inputs.corrupted))
 
 
 def _grads_ig_per_site(
-    rm: ReplacementModel, inputs: AttributionInputs, values: dict[str, SiteValues], steps: int, chunk: int, counter: PassCounter, progress: bool
+    rm: ReplacementModel,
+    inputs: AttributionInputs,
+    values: dict[str, SiteValues],
+    steps: int,
+    chunk: int,
+    counter: PassCounter,
+    progress: bool,
 ) -> dict[str, torch.Tensor]:
     b = inputs.batch_size
-    alphas = _alphas(steps)
+    alphas = midpoints(steps)
     per = max(1, chunk // b)
     out = {}
     for name in tqdm(list(values), desc="integrated gradients per site", disable=not progress, leave=False):
@@ -167,18 +177,20 @@ def _grads_ig_per_site(
         with torch.no_grad():
             y0 = site_output(rm, name, v.f_clean, v.e_clean)
             y1 = site_output(rm, name, v.f_target, v.e_target)
-        total = 0
+        total: torch.Tensor | None = None
         for i in range(0, steps, per):
             group = alphas[i : i + per]
             k = len(group)
             a = torch.tensor(group, device=y0.device, dtype=y0.dtype).repeat_interleave(b)[:, None, None]
             interp = y0.repeat(k, 1, 1) + a * (y1 - y0).repeat(k, 1, 1)
-            run = rm.run(inputs.clean.repeat(k, 1), grad=True, outputs={name: interp})
+            run = rm.run_with_grads(inputs.clean.repeat(k, 1), outputs={name: interp})
             m = _metric(inputs, run.logits, k)
             g = run.site_grads(m.sum(), [name])[name]
             counter.forward += k
             counter.backward += k
-            total = total + _sum_steps(g, k, b)
+            step_sum = _sum_steps(g, k, b)
+            total = 0 + step_sum if total is None else total + step_sum  # 0 + : a zero sum stays +0.0
+        assert total is not None  # steps >= 1
         out[name] = (total / steps).to(y0.dtype)
     return out
 
@@ -246,14 +258,16 @@ def moved_masks(
     }
 
 
-def active_nodes(values: dict[str, SiteValues], valid: torch.Tensor, tol: float = 0.0) -> list[tuple[str, int, int, int]]:
-    """Every (site, example, position, feature | -1 for the error) whose target differs from its clean value."""
+def active_nodes(
+    values: dict[str, SiteValues], valid: torch.Tensor, tol: float = 0.0
+) -> list[tuple[str, int, int, int]]:
+    """Every (site, example, position, feature | ERROR) whose target differs from its clean value."""
     nodes = []
     for name, (fmask, emask) in moved_masks(values, valid, tol).items():
         fb, fp, ff = torch.nonzero(fmask, as_tuple=True)
-        nodes += [(name, int(b), int(p), int(f)) for b, p, f in zip(fb, fp, ff)]
+        nodes += [(name, int(b), int(p), int(f)) for b, p, f in zip(fb, fp, ff, strict=True)]
         eb, ep = torch.nonzero(emask, as_tuple=True)
-        nodes += [(name, int(b), int(p), -1) for b, p in zip(eb, ep)]
+        nodes += [(name, int(b), int(p), ERROR) for b, p in zip(eb, ep, strict=True)]
     return nodes
 
 
@@ -278,7 +292,9 @@ def exact_node_effects(
     clean_metric = _metric(inputs, rm.run(inputs.clean).logits)
     counter.forward += 1
     feats = {n: torch.zeros_like(v.f_clean) for n, v in values.items()}
-    errs = {n: torch.zeros(v.e_clean.shape[:2], device=v.e_clean.device, dtype=v.e_clean.dtype) for n, v in values.items()}
+    errs = {
+        n: torch.zeros(v.e_clean.shape[:2], device=v.e_clean.device, dtype=v.e_clean.dtype) for n, v in values.items()
+    }
     nodes = active_nodes(values, inputs.valid) if nodes is None else nodes
     if not nodes:
         return feats, errs
@@ -292,7 +308,7 @@ def exact_node_effects(
         n = len(ex)
         row = torch.arange(n, device=dev)
         # per site in this chunk: its rows that patch a feature, and those that patch the error
-        kinds = {names[k]: ((site == k) & (idx >= 0), (site == k) & (idx < 0)) for k in site.unique().tolist()}
+        kinds = {names[k]: ((site == k) & (idx != ERROR), (site == k) & (idx == ERROR)) for k in site.unique().tolist()}
         edits: dict[str, NodeEdit] = {}
         for name, (feature, error) in kinds.items():
             v = values[name]

@@ -29,7 +29,9 @@ class PositionMap:
         if self.mode not in MODES:
             raise AttributionError(f"unknown position mode {self.mode!r}; expected one of {MODES}")
         if int(self.group.max()) >= len(self.labels):
-            raise AttributionError(f"position groups go up to {int(self.group.max())} but only {len(self.labels)} labels were given")
+            raise AttributionError(
+                f"position groups go up to {int(self.group.max())} but only {len(self.labels)} labels were given"
+            )
 
     @property
     def n_positions(self) -> int:

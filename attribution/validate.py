@@ -27,8 +27,8 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from attribution.core import AttributionInputs, check_metric_values, rows_within_budget
-from attribution.edges import ERROR, Target, decoder_rows, edge_effects
+from attribution.core import ERROR, AttributionInputs, check_metric_values, rows_within_budget
+from attribution.edges import Target, decoder_rows, edge_effects, edge_method
 from attribution.nodes import moved_masks, node_effects
 from attribution.positions import PositionMap
 from replacement.model import NodeEdit, ReplacementModel
@@ -66,7 +66,12 @@ class NodeValidation:
 def _reversed(inputs: AttributionInputs, corrupted_lengths: torch.Tensor | None) -> AttributionInputs | None:
     """The same examples with clean and counterfactual swapped, where their tokens align one to one
     (same lengths, each position matched to itself)."""
-    if inputs.corrupted is None or inputs.corrupted.shape != inputs.clean.shape or corrupted_lengths is None:
+    if (
+        inputs.corrupted is None
+        or inputs.corrupted_position is None
+        or inputs.corrupted.shape != inputs.clean.shape
+        or corrupted_lengths is None
+    ):
         return None
     if not torch.equal(corrupted_lengths.to(inputs.clean_lengths.device), inputs.clean_lengths):
         return None
@@ -77,8 +82,12 @@ def _reversed(inputs: AttributionInputs, corrupted_lengths: torch.Tensor | None)
 
 
 def validate_nodes(
-    rm: ReplacementModel, inputs: AttributionInputs, steps: int = 10, ig_modes: tuple[str, ...] = ("inputs",),
-    corrupted_lengths: torch.Tensor | None = None, progress: bool = False,
+    rm: ReplacementModel,
+    inputs: AttributionInputs,
+    steps: int = 10,
+    ig_modes: tuple[str, ...] = ("inputs",),
+    corrupted_lengths: torch.Tensor | None = None,
+    progress: bool = False,
 ) -> NodeValidation:
     """Correlations of atp and ig (each ``ig_modes``; the first is reported as ``ig``) with exact patching.
 
@@ -88,8 +97,13 @@ def validate_nodes(
     exact = _flat(node_effects(rm, inputs, method="exact", progress=progress))
     atp_effects = node_effects(rm, inputs, method="atp")
     atp = _flat(atp_effects)
-    igs = {mode: _flat(node_effects(rm, inputs, method="ig", steps=steps, ig_mode=mode, progress=progress)) for mode in ig_modes}
-    moved = torch.cat([torch.cat([f.flatten(), e.flatten()]) for f, e in moved_masks(atp_effects.values, inputs.valid).values()])
+    igs = {
+        mode: _flat(node_effects(rm, inputs, method="ig", steps=steps, ig_mode=mode, progress=progress))
+        for mode in ig_modes
+    }
+    moved = torch.cat(
+        [torch.cat([f.flatten(), e.flatten()]) for f, e in moved_masks(atp_effects.values, inputs.valid).values()]
+    )
     # the 100 moved nodes of largest |exact| (a node that does not move has no effect to rank)
     top = torch.nonzero(moved).flatten()[exact[moved].abs().argsort(descending=True)[:100]]
     extra = {}
@@ -122,7 +136,9 @@ def _single(inputs: AttributionInputs, b: int) -> AttributionInputs:
         return inputs.metric(logits, index + b)
 
     return AttributionInputs(
-        clean=inputs.clean[sl, :n], clean_lengths=inputs.clean_lengths[sl], metric=metric,
+        clean=inputs.clean[sl, :n],
+        clean_lengths=inputs.clean_lengths[sl],
+        metric=metric,
         corrupted=None if inputs.corrupted is None else inputs.corrupted[sl],
         corrupted_position=None if inputs.corrupted_position is None else inputs.corrupted_position[sl, :n],
     )
@@ -159,14 +175,24 @@ def _validation(scores: torch.Tensor, real: torch.Tensor, sources: list[str]) ->
 
 
 def validate_edges(
-    rm: ReplacementModel, inputs: AttributionInputs, n_edges: int = 240, examples: int = 4, targets_per_site: int = 12,
-    steps: int = 10, seed: int = 0, method: str = "ig", jacobian_steps: int = 1, local: str = "linear", progress: bool = False,
+    rm: ReplacementModel,
+    inputs: AttributionInputs,
+    n_edges: int = 240,
+    examples: int = 4,
+    targets_per_site: int = 12,
+    steps: int = 10,
+    seed: int = 0,
+    method: str = "ig",
+    jacobian_steps: int = 1,
+    local: str = "linear",
+    progress: bool = False,
 ) -> EdgeValidation:
     """Spearman correlation of edge effects with path patching over ``n_edges`` sampled edges.
 
     ``method`` gives the downstream gradient: ``ig`` (integrated) or ``atp`` (at the clean input);
     ``local`` the downstream node's change (:func:`attribution.edges.edge_effects`).
     Sites with fewer than 10 sampled outgoing edges get no correlation of their own."""
+    how = edge_method(local, jacobian_steps=jacobian_steps)
     rng = random.Random(seed)
     scores, real, sources = [], [], []
     examples = min(examples, inputs.batch_size)
@@ -175,8 +201,13 @@ def validate_edges(
         one = _single(inputs, b)
         nodes = node_effects(rm, one, method=method, steps=steps)
         pm = PositionMap.tokens(one.clean_lengths, one.clean.shape[1])
-        targets = _largest_targets(rm, lambda site: nodes.features[site][0], lambda site: nodes.errors[site][0], targets_per_site)
-        ee = edge_effects(rm, one, nodes, targets, pm, jacobian_steps=jacobian_steps, local=local, progress=progress)
+        targets = _largest_targets(
+            rm,
+            lambda site, nodes=nodes: nodes.features[site][0],
+            lambda site, nodes=nodes: nodes.errors[site][0],
+            targets_per_site,
+        )
+        ee = edge_effects(rm, one, nodes, targets, pm, how, progress=progress)
         chosen = _sample([c for c in ee.edges() if c[1] is not None], per_example, rng)
         if not chosen:
             continue
@@ -188,8 +219,14 @@ def validate_edges(
 
 
 @torch.no_grad()
-def _graph_path_patch(rm: ReplacementModel, inputs: AttributionInputs, values, positions: PositionMap, edges: list[tuple],
-                      rows: int | None = None) -> torch.Tensor:
+def _graph_path_patch(
+    rm: ReplacementModel,
+    inputs: AttributionInputs,
+    values,
+    positions: PositionMap,
+    edges: list[tuple],
+    rows: int | None = None,
+) -> torch.Tensor:
     """Real effect of aggregated edges ((site, group, idx), (site', group', idx')), averaged over examples
     (with a token map on one example: the path patching of single token-level edges).
 
@@ -217,7 +254,7 @@ def _graph_path_patch(rm: ReplacementModel, inputs: AttributionInputs, values, p
             sel = (group == g) & valid  # [b, t]
             change = v.de if i == ERROR else v.df[..., i, None] * decoders[site][i]
             outs[site][j * b : (j + 1) * b] += (sel[..., None] * change).to(outs[site].dtype)
-        recs = rm.run(inputs.clean[ex], outputs=outs).records
+        recs = rm.run_with_outputs(inputs.clean[ex], outs).records
         edits: dict[str, NodeEdit] = {}
         for name in dict.fromkeys(d[0] for _, d in chunk):
             new_f, new_e = recs[name].features, recs[name].error
@@ -238,8 +275,16 @@ def _graph_path_patch(rm: ReplacementModel, inputs: AttributionInputs, values, p
 
 
 def validate_graph_edges(
-    rm: ReplacementModel, inputs: AttributionInputs, positions: PositionMap | None = None, n_edges: int = 240,
-    targets_per_site: int = 16, steps: int = 10, seed: int = 0, method: str = "ig", local: str = "linear", progress: bool = False,
+    rm: ReplacementModel,
+    inputs: AttributionInputs,
+    positions: PositionMap | None = None,
+    n_edges: int = 240,
+    targets_per_site: int = 16,
+    steps: int = 10,
+    seed: int = 0,
+    method: str = "ig",
+    local: str = "linear",
+    progress: bool = False,
 ) -> EdgeValidation:
     """Edges as the graph holds them (summed over the tokens of a position group and averaged over
     examples; by default one group, position-agnostic) against real path patching of the same
@@ -248,9 +293,13 @@ def validate_graph_edges(
     rng = random.Random(seed)
     positions = positions or PositionMap.agnostic(inputs.clean_lengths, inputs.clean.shape[1])
     nodes = node_effects(rm, inputs, method=method, steps=steps)
-    targets = _largest_targets(rm, lambda site: positions.aggregate(nodes.features[site]),
-                               lambda site: positions.aggregate(nodes.errors[site]), targets_per_site)
-    ee = edge_effects(rm, inputs, nodes, targets, positions, local=local, progress=progress)
+    targets = _largest_targets(
+        rm,
+        lambda site: positions.aggregate(nodes.features[site]),
+        lambda site: positions.aggregate(nodes.errors[site]),
+        targets_per_site,
+    )
+    ee = edge_effects(rm, inputs, nodes, targets, positions, edge_method(local), progress=progress)
     chosen = _sample([c for c in ee.edges() if c[1] is not None], n_edges, rng)
     if len(chosen) < 3:
         return EdgeValidation(float("nan"), len(chosen))

@@ -23,12 +23,12 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import torch  # noqa: E402
 
-from attribution.edges import Target, edge_effects
-from attribution.nodes import node_effects
-from attribution.positions import PositionMap
-from circuits.data.inputs import attribution_inputs
-from circuits.app.loading import load_model
-from circuits.app.loading import load_replacement
+from attribution.core import ERROR  # noqa: E402
+from attribution.edges import Target, edge_effects, edge_method  # noqa: E402
+from attribution.nodes import node_effects  # noqa: E402
+from attribution.positions import PositionMap  # noqa: E402
+from circuits.app.loading import load_model, load_replacement  # noqa: E402
+from circuits.data.inputs import attribution_inputs  # noqa: E402
 from circuits.data.tasks import make_task  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def top_targets(rm, nodes, positions: PositionMap, n: int) -> list[Target]:
         for p, i in torch.nonzero(f != 0, as_tuple=False).tolist():
             cands.append((abs(float(f[p, i])), Target(site, p, i)))
         for p in range(e.shape[0]):
-            cands.append((abs(float(e[p])), Target(site, p, -1)))
+            cands.append((abs(float(e[p])), Target(site, p, ERROR)))
     cands.sort(key=lambda c: -c[0])
     return [t for _, t in cands[:n]]
 
@@ -59,10 +59,18 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=200, help="downstream nodes whose incoming edges are computed")
     ap.add_argument("--task", default="ioi")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--composition", default="transcoders", choices=["transcoders", "sae", "mixed"],
-                    help="dictionary composition (default: transcoders, as `circuits discover`)")
-    ap.add_argument("--edge-local", default="linear", choices=["linear", "exact"],
-                    help="edges from the downstream node's derivative (default) or its actual direct change")
+    ap.add_argument(
+        "--composition",
+        default="transcoders",
+        choices=["transcoders", "sae", "mixed"],
+        help="dictionary composition (default: transcoders, as `circuits discover`)",
+    )
+    ap.add_argument(
+        "--edge-local",
+        default="linear",
+        choices=["linear", "exact"],
+        help="edges from the downstream node's derivative (default) or its actual direct change",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -80,7 +88,9 @@ def main() -> None:
     # below is timed warm as well
     rss0 = peak_rss_mb()  # before the warm-up, which is the same work as the timed run
     warm = node_effects(rm, inputs, method="ig", steps=args.steps)
-    edge_effects(rm, inputs, warm, top_targets(rm, warm, positions, args.targets), positions, local=args.edge_local)
+    edge_effects(
+        rm, inputs, warm, top_targets(rm, warm, positions, args.targets), positions, edge_method(args.edge_local)
+    )
     del warm
 
     sync()
@@ -90,7 +100,7 @@ def main() -> None:
     t_nodes = time.perf_counter() - t0
     targets = top_targets(rm, nodes, positions, args.targets)
     t1 = time.perf_counter()
-    edges = edge_effects(rm, inputs, nodes, targets, positions, local=args.edge_local)
+    edges = edge_effects(rm, inputs, nodes, targets, positions, edge_method(args.edge_local))
     sync()
     t_edges = time.perf_counter() - t1
 
@@ -98,7 +108,7 @@ def main() -> None:
     # --steps is: the floor is a fixed unit of work)
     t2 = time.perf_counter()
     for _ in range(10):
-        run = rm.run(inputs.clean, grad=True)
+        run = rm.run_with_grads(inputs.clean)
         m = inputs.metric(run.logits, inputs.index()).sum()
         run.site_grads(m)
     sync()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
+from typing import Any
+
 
 class CircuitsError(Exception):
     """Base class of every error the project raises for bad user input."""
@@ -36,6 +39,17 @@ class ModelLoadError(CircuitsError):
 
 class CircuitError(CircuitsError):
     """A circuit or graph is unusable (empty, made with another model, size out of range, ...)."""
+
+
+def check_counts(counts: dict[str, Any], optional: dict[str, Any] | None = None) -> None:
+    """Raise :class:`CircuitError` for a value of ``counts`` that is not an integer (not a bool) of at
+    least 1, or of ``optional`` that is neither None nor such an integer; the keys name the flags."""
+    for flag, value in {**counts, **(optional or {})}.items():
+        if value is None and flag in (optional or {}):
+            continue
+        if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 1):
+            or_none = " (or None)" if flag in (optional or {}) else ""
+            raise CircuitError(f"{flag} must be an integer of at least 1{or_none}, got {value!r}")
 
 
 class OutputError(CircuitsError):

@@ -20,10 +20,13 @@ import time
 
 import torch
 
+from circuits.app.config import DataConfig, ModelConfig
+from circuits.app.loading import load_setup
+from circuits.app.pipeline import circuit_candidates
 from circuits.data.inputs import attribution_inputs
-from circuits.graph.build import attribute_graph
-from circuits.evaluation.evaluator import Evaluator, sizes_needed
-from circuits.app.pipeline import DiscoverConfig, circuit_candidates, load_data, load_setup
+from circuits.data.splits import load_data
+from circuits.evaluation import EvalConfig, Evaluator, sizes_needed
+from circuits.graph.build import BuildConfig, attribute_graph
 
 METHODS = {"ig, inputs": ("ig", "inputs"), "ig, per site": ("ig", "per-site"), "atp": ("atp", "inputs")}
 LEVELS = (0.5, 0.8, 0.9)
@@ -43,17 +46,17 @@ def main() -> None:
     for task in args.tasks:
         results[task] = {}
         for name, (method, ig_mode) in METHODS.items():
-            config = DiscoverConfig(task=task, method=method, ig_mode=ig_mode, steps=args.steps,
-                                    composition=args.composition, max_targets=0, device="cpu")
-            setup = load_setup(config)
-            data = load_data(task, setup.loaded.tokenizer, config.n_attribution, config.n_eval, seed=0)
+            build = BuildConfig(method=method, ig_mode=ig_mode, steps=args.steps, max_targets=0)
+            ablate, sizes = EvalConfig(), DataConfig(task=task)
+            setup = load_setup(ModelConfig(composition=args.composition, device="cpu"))
+            data = load_data(task, setup.loaded.tokenizer, sizes.n_attribution, sizes.n_eval, seed=0)
             batch = data.attribution_batch
             meta = {"model": setup.model_name, "dictionaries": setup.dictionaries_name, "task": task}
             start = time.perf_counter()
-            graph = attribute_graph(setup.rm, batch, attribution_inputs(batch), config.build_config(), metadata=meta).graph
+            graph = attribute_graph(setup.rm, batch, attribution_inputs(batch), build, metadata=meta).graph
             seconds = time.perf_counter() - start
-            graph = circuit_candidates(graph, config.ablate_embed)
-            evaluator = Evaluator(setup.rm, data.evaluation_batch, config.eval_config())
+            graph = circuit_candidates(graph, ablate.ablate_embed)
+            evaluator = Evaluator(setup.rm, data.evaluation_batch, ablate)
             needed = sizes_needed(evaluator, graph, LEVELS)
             results[task][name] = {"needed": needed, "attribution_seconds": seconds}
             cells = " / ".join("-" if v is None else str(v) for v in needed.values())

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-from circuits.evaluation.behaviour import run_task
 from circuits.app.loading import load_model
 from circuits.data.tasks import available_tasks, make_task
+from circuits.evaluation.behaviour import run_task
 
 
 def main(argv: list[str] | None = None) -> None:

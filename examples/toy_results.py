@@ -31,11 +31,15 @@ import time
 import networkx as nx
 import torch
 
+from circuits.app.config import ModelConfig
+from circuits.app.loading import load_setup
+from circuits.app.pipeline import circuit_candidates
 from circuits.data.inputs import attribution_inputs
-from circuits.graph.build import attribute_graph
+from circuits.data.splits import load_data
+from circuits.evaluation import EvalConfig, Evaluator, sizes_needed
 from circuits.evaluation.curves import span_footprint
-from circuits.evaluation.evaluator import Evaluator, ranked_nodes, sizes_needed
-from circuits.app.pipeline import DiscoverConfig, circuit_candidates, load_data, load_setup
+from circuits.graph.build import BuildConfig, attribute_graph
+from circuits.graph.ranking import ranked_nodes
 
 TASKS = ("ioi", "sva-simple", "sva-pp", "sva-within-rc", "sva-across-rc")
 LEVELS = (0.5, 0.8, 0.9)
@@ -47,27 +51,37 @@ SETTINGS = {
 
 
 def nodes_needed(
-    task: str, dictionaries: str | None, positions: str, ablation: str, n: int, n_eval: int,
-    composition: str = "transcoders", keep_embed: bool = True,
+    task: str,
+    dictionaries: str | None,
+    positions: str,
+    ablation: str,
+    n: int,
+    n_eval: int,
+    composition: str = "transcoders",
+    keep_embed: bool = True,
 ) -> tuple[dict, list[str], nx.DiGraph]:
     """Attribute ``task`` and find the smallest top-k node set reaching each faithfulness level (held out).
 
     Returns the summary, the graph's nodes ranked by |effect| and the graph itself."""
-    config = DiscoverConfig(task=task, dictionaries=dictionaries, positions=positions, ablation=ablation,
-                            composition=composition, ablate_embed=not keep_embed,
-                            n_attribution=n, n_eval=n_eval, max_targets=0, device="cpu")
-    setup = load_setup(config)
+    setup = load_setup(ModelConfig(dictionaries=dictionaries, composition=composition, device="cpu"))
+    build = BuildConfig(positions=positions, max_targets=0)
+    ablate = EvalConfig(ablation=ablation, ablate_embed=not keep_embed)
     data = load_data(task, setup.loaded.tokenizer, n, n_eval, seed=0)
     batch = data.attribution_batch
     meta = {"model": setup.model_name, "dictionaries": setup.dictionaries_name, "task": task}
-    graph = attribute_graph(setup.rm, batch, attribution_inputs(batch), config.build_config(), metadata=meta).graph
-    graph = circuit_candidates(graph, config.ablate_embed)
-    evaluator = Evaluator(setup.rm, data.evaluation_batch, config.eval_config())
+    graph = attribute_graph(setup.rm, batch, attribution_inputs(batch), build, metadata=meta).graph
+    graph = circuit_candidates(graph, ablate.ablate_embed)
+    evaluator = Evaluator(setup.rm, data.evaluation_batch, ablate)
     needed = sizes_needed(evaluator, graph, LEVELS)
     all_nodes = ranked_nodes(graph)
     full = evaluator.evaluate_nodes(all_nodes, completeness=False).faithfulness
-    summary = {"needed": needed, "graph_nodes": len(all_nodes), "graph_faithfulness": full,
-               "m_model": evaluator.m_model, "m_empty": evaluator.m_empty}
+    summary = {
+        "needed": needed,
+        "graph_nodes": len(all_nodes),
+        "graph_faithfulness": full,
+        "m_model": evaluator.m_model,
+        "m_empty": evaluator.m_empty,
+    }
     return summary, all_nodes, graph
 
 
@@ -77,10 +91,18 @@ def main() -> None:
     parser.add_argument("--ablation", choices=("mean", "patch", "zero"), default="mean")
     parser.add_argument("--examples", type=int, default=128, help="attribution examples (default 128)")
     parser.add_argument("--eval-examples", type=int, default=64, help="held-out examples (default 64)")
-    parser.add_argument("--composition", choices=("transcoders", "sae", "mixed"), default="transcoders",
-                        help="what replaces each sublayer (see `circuits discover --help`)")
-    parser.add_argument("--keep-embed", action=argparse.BooleanOptionalAction, default=True,
-                        help="never ablate the embedding and rank only the other nodes (default, as `circuits discover`)")
+    parser.add_argument(
+        "--composition",
+        choices=("transcoders", "sae", "mixed"),
+        default="transcoders",
+        help="what replaces each sublayer (see `circuits discover --help`)",
+    )
+    parser.add_argument(
+        "--keep-embed",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="never ablate the embedding and rank only the other nodes (default, as `circuits discover`)",
+    )
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
@@ -94,8 +116,14 @@ def main() -> None:
         for name, (source, positions) in SETTINGS.items():
             dictionaries = "neurons" if source == "neurons" else args.dictionaries
             summary, ranked, graph = nodes_needed(
-                task, dictionaries, positions, args.ablation, args.examples, args.eval_examples,
-                args.composition, args.keep_embed,
+                task,
+                dictionaries,
+                positions,
+                args.ablation,
+                args.examples,
+                args.eval_examples,
+                args.composition,
+                args.keep_embed,
             )
             results[task][name], graphs[name] = summary, (ranked, graph)
             print(f"  {task:<14} {name:<20} {results[task][name]['needed']}", flush=True)
@@ -109,9 +137,11 @@ def main() -> None:
         results[task]["features, agnostic, span footprint"] = {"needed": footprint}
         print(f"  {task:<14} {'agnostic, in spans':<20} {footprint}", flush=True)
 
-    print(f"\nNodes needed for faithfulness 0.5 / 0.8 / 0.9 ({args.composition}, {args.ablation} ablation"
-          f"{', embedding kept' if args.keep_embed else ''}, {args.examples} attribution "
-          f"and {args.eval_examples} held-out examples; - : not reached by the whole graph)\n")
+    print(
+        f"\nNodes needed for faithfulness 0.5 / 0.8 / 0.9 ({args.composition}, {args.ablation} ablation"
+        f"{', embedding kept' if args.keep_embed else ''}, {args.examples} attribution "
+        f"and {args.eval_examples} held-out examples; - : not reached by the whole graph)\n"
+    )
     columns = list(next(iter(results.values()))) if results else list(SETTINGS)
     print("| task | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
@@ -123,8 +153,18 @@ def main() -> None:
     print(f"\n({time.perf_counter() - start:.0f} s)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"ablation": args.ablation, "composition": args.composition, "keep_embed": args.keep_embed, "examples": args.examples, "eval_examples": args.eval_examples,
-                       "results": results}, f, indent=2)
+            json.dump(
+                {
+                    "ablation": args.ablation,
+                    "composition": args.composition,
+                    "keep_embed": args.keep_embed,
+                    "examples": args.examples,
+                    "eval_examples": args.eval_examples,
+                    "results": results,
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ HookFn = Callable[..., Any]
 
 
 @contextlib.contextmanager
-def scoped_hooks(model: Any, hooks: Sequence[tuple[str, HookFn]], hook_dict: Mapping[str, Any] | None = None) -> Iterator[None]:
+def scoped_hooks(
+    model: Any, hooks: Sequence[tuple[str, HookFn]], hook_dict: Mapping[str, Any] | None = None
+) -> Iterator[None]:
     """Add forward hooks ``(hook_name, fn(activation, hook))`` for the duration of the block.
 
     Only the hooks added here are removed afterwards; hooks someone else placed on the model
@@ -76,7 +78,9 @@ def splice_hooks(dictionaries: Mapping[Site, Any]) -> list[tuple[str, HookFn]]:
         def capture(x: torch.Tensor, hook: Any, captured: dict = captured) -> None:
             captured["x"] = x
 
-        def replace(x: torch.Tensor, hook: Any, d: Any = d, captured: dict = captured, site: Site = site) -> torch.Tensor:
+        def replace(
+            x: torch.Tensor, hook: Any, d: Any = d, captured: dict = captured, site: Site = site
+        ) -> torch.Tensor:
             if "x" not in captured:
                 raise SiteError(f"{site.name}: hook {site.hook_in!r} did not run before {site.hook_out!r}")
             return d.decode(d.encode(captured.pop("x"))).to(x.dtype)
@@ -120,11 +124,17 @@ class QualityReport:
 
     def as_dict(self) -> dict[str, Any]:
         """``{"sites": {SITE: {...}}, "all_spliced_ce_recovered": float}``."""
-        return {"sites": {name: q.as_dict() for name, q in self.sites.items()}, "all_spliced_ce_recovered": self.all_spliced_ce_recovered}
+        return {
+            "sites": {name: q.as_dict() for name, q in self.sites.items()},
+            "all_spliced_ce_recovered": self.all_spliced_ce_recovered,
+        }
 
     def details(self) -> dict[str, Any]:
         """Everything, including the raw cross-entropies."""
-        return {"sites": {name: asdict(q) for name, q in self.sites.items()}, **{k: v for k, v in asdict(self).items() if k != "sites"}}
+        return {
+            "sites": {name: asdict(q) for name, q in self.sites.items()},
+            **{k: v for k, v in asdict(self).items() if k != "sites"},
+        }
 
 
 def recovered(ce_zero: float, ce_spliced: float, ce_clean: float) -> float:
@@ -156,6 +166,46 @@ def _ce_sum(logits: torch.Tensor, tokens: torch.Tensor, pad_id: int | None) -> t
 
 
 @torch.no_grad()
+class _SiteTally:
+    """Running sums of one site over the measured tokens: reconstruction statistics and CE losses."""
+
+    def __init__(self, d_sae: int, device: torch.device) -> None:
+        self.n = 0
+        self.l0 = 0.0
+        self.err2 = 0.0
+        self.y_sum: torch.Tensor | None = None  # [d_out], float64
+        self.y2 = 0.0
+        self.fired = torch.zeros(d_sae, dtype=torch.bool, device=device)  # [d_sae]
+        self.ce_spliced = _Mean()
+        self.ce_zero = _Mean()
+
+    def add(self, dictionary: Any, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Reconstruct ``y`` ``[n, d_out]`` from ``x`` ``[n, d_in]`` and add the statistics."""
+        f = dictionary.encode(x)
+        y_hat = dictionary.decode(f)
+        active = f > 0
+        self.n += len(x)
+        self.l0 += float(active.sum())
+        self.fired |= active.any(0)
+        self.err2 += float(((y - y_hat) ** 2).sum())
+        self.y_sum = y.double().sum(0) if self.y_sum is None else self.y_sum + y.double().sum(0)
+        self.y2 += float((y.double() ** 2).sum())
+
+    def quality(self, site: Site, ce_clean: float) -> SiteQuality:
+        """The site's :class:`SiteQuality` (call after at least one token)."""
+        assert self.y_sum is not None  # set with the first of its n tokens
+        total_var = self.y2 - float((self.y_sum**2).sum()) / self.n
+        return SiteQuality(
+            kind=site.kind,
+            l0=self.l0 / self.n,
+            variance_explained=1.0 - self.err2 / total_var if total_var > 0 else math.nan,
+            dead_fraction=float((~self.fired).float().mean()),
+            ce_recovered=recovered(self.ce_zero.value, self.ce_spliced.value, ce_clean),
+            ce_spliced=self.ce_spliced.value,
+            ce_zero_ablated=self.ce_zero.value,
+        )
+
+
 def quality_report(
     model: Any,
     dictionaries: DictionarySet,
@@ -176,18 +226,16 @@ def quality_report(
     sites = dictionaries.sites
     device = next(model.parameters()).device
     hooks = sorted({h for s in sites for h in (s.hook_in, s.hook_out)})
-    n = {s.name: 0 for s in sites}
-    l0 = {s.name: 0.0 for s in sites}
-    err2 = {s.name: 0.0 for s in sites}
-    y_sum = {s.name: None for s in sites}
-    y2 = {s.name: 0.0 for s in sites}
-    fired = {s.name: torch.zeros(dictionaries[s].cfg.d_sae, dtype=torch.bool, device=device) for s in sites}
+    tally = {s.name: _SiteTally(dictionaries[s].cfg.d_sae, device) for s in sites}
     ce_clean = _Mean()
-    ce_spliced = {s.name: _Mean() for s in sites}
-    ce_zero = {s.name: _Mean() for s in sites}
     sae_sites = [s for s in sites if not s.is_transcoder]
     ce_all, ce_all_zero = _Mean(), _Mean()
     n_tokens = 0
+
+    def ce_with(hooks: list[tuple[str, HookFn]], tokens: torch.Tensor) -> tuple[float, int]:
+        with scoped_hooks(model, hooks, hook_dict):
+            return _ce_sum(model(tokens), tokens, pad_id)
+
     for tokens in tqdm(token_batches, desc="measuring dictionaries", disable=not progress, leave=False):
         tokens = tokens.to(device)
         keep = (tokens != pad_id) if pad_id is not None else torch.ones_like(tokens, dtype=torch.bool)
@@ -195,44 +243,18 @@ def quality_report(
         logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
         ce_clean.add(*_ce_sum(logits, tokens, pad_id))
         for site in sites:
-            d = dictionaries[site]
-            x, y = cache[site.hook_in][keep].float(), cache[site.hook_out][keep].float()
-            f = d.encode(x)
-            y_hat = d.decode(f)
-            name = site.name
-            active = f > 0
-            n[name] += len(x)
-            l0[name] += float(active.sum())
-            fired[name] |= active.any(0)
-            err2[name] += float(((y - y_hat) ** 2).sum())
-            y_sum[name] = y.double().sum(0) if y_sum[name] is None else y_sum[name] + y.double().sum(0)
-            y2[name] += float((y.double() ** 2).sum())
-            if not per_site_ce:
-                continue
-            with scoped_hooks(model, splice_hooks({site: d}), hook_dict):
-                ce_spliced[name].add(*_ce_sum(model(tokens), tokens, pad_id))
-            with scoped_hooks(model, zero_hooks([site]), hook_dict):
-                ce_zero[name].add(*_ce_sum(model(tokens), tokens, pad_id))
+            d, t = dictionaries[site], tally[site.name]
+            t.add(d, cache[site.hook_in][keep].float(), cache[site.hook_out][keep].float())
+            if per_site_ce:
+                t.ce_spliced.add(*ce_with(splice_hooks({site: d}), tokens))
+                t.ce_zero.add(*ce_with(zero_hooks([site]), tokens))
         if sae_sites:
-            with scoped_hooks(model, splice_hooks({s: dictionaries[s] for s in sae_sites}), hook_dict):
-                ce_all.add(*_ce_sum(model(tokens), tokens, pad_id))
-            with scoped_hooks(model, zero_hooks(sae_sites), hook_dict):
-                ce_all_zero.add(*_ce_sum(model(tokens), tokens, pad_id))
+            ce_all.add(*ce_with(splice_hooks({s: dictionaries[s] for s in sae_sites}), tokens))
+            ce_all_zero.add(*ce_with(zero_hooks(sae_sites), tokens))
     report = QualityReport(ce_clean=ce_clean.value, n_tokens=n_tokens)
     for site in sites:
-        name = site.name
-        if n[name] == 0:
-            continue
-        total_var = y2[name] - float((y_sum[name] ** 2).sum()) / n[name]
-        report.sites[name] = SiteQuality(
-            kind=site.kind,
-            l0=l0[name] / n[name],
-            variance_explained=1.0 - err2[name] / total_var if total_var > 0 else math.nan,
-            dead_fraction=float((~fired[name]).float().mean()),
-            ce_recovered=recovered(ce_zero[name].value, ce_spliced[name].value, ce_clean.value),
-            ce_spliced=ce_spliced[name].value,
-            ce_zero_ablated=ce_zero[name].value,
-        )
+        if tally[site.name].n:
+            report.sites[site.name] = tally[site.name].quality(site, ce_clean.value)
     if sae_sites:
         report.ce_all_spliced = ce_all.value
         report.ce_all_zero_ablated = ce_all_zero.value

@@ -34,19 +34,42 @@ class SiteKind:
 SITE_KINDS: dict[str, SiteKind] = {
     k.name: k
     for k in (
-        SiteKind("embed", "blocks.0.hook_resid_pre", "blocks.0.hook_resid_pre", False, -1,
-                 "token + position embedding (the residual stream entering layer 0)"),
-        SiteKind("attn", "blocks.{layer}.hook_attn_out", "blocks.{layer}.hook_attn_out", True, 0,
-                 "attention output of a layer"),
-        SiteKind("mlp", "blocks.{layer}.hook_mlp_out", "blocks.{layer}.hook_mlp_out", True, 1,
-                 "MLP output of a layer"),
+        SiteKind(
+            "embed",
+            "blocks.0.hook_resid_pre",
+            "blocks.0.hook_resid_pre",
+            False,
+            -1,
+            "token + position embedding (the residual stream entering layer 0)",
+        ),
+        SiteKind(
+            "attn",
+            "blocks.{layer}.hook_attn_out",
+            "blocks.{layer}.hook_attn_out",
+            True,
+            0,
+            "attention output of a layer",
+        ),
+        SiteKind("mlp", "blocks.{layer}.hook_mlp_out", "blocks.{layer}.hook_mlp_out", True, 1, "MLP output of a layer"),
         # The transcoder reads the MLP's own input (LayerNorm applied, affine included), so it
         # imitates the MLP function alone and, with LayerNorm scales frozen, feature-to-feature
         # edges through it are linear.
-        SiteKind("transcoder", "blocks.{layer}.ln2.hook_out", "blocks.{layer}.hook_mlp_out", True, 1,
-                 "transcoder: MLP input -> MLP output"),
-        SiteKind("resid", "blocks.{layer}.hook_resid_post", "blocks.{layer}.hook_resid_post", True, 2,
-                 "residual stream after a layer"),
+        SiteKind(
+            "transcoder",
+            "blocks.{layer}.ln2.hook_out",
+            "blocks.{layer}.hook_mlp_out",
+            True,
+            1,
+            "transcoder: MLP input -> MLP output",
+        ),
+        SiteKind(
+            "resid",
+            "blocks.{layer}.hook_resid_post",
+            "blocks.{layer}.hook_resid_post",
+            True,
+            2,
+            "residual stream after a layer",
+        ),
     )
 }
 
@@ -105,7 +128,7 @@ class Site:
 
 def model_sites(n_layers: int, kinds: tuple[str, ...] = ("embed", "attn", "mlp", "resid")) -> list[Site]:
     """Every site of the given kinds in a model with ``n_layers`` layers, in forward order."""
-    sites = []
+    sites: list[Site] = []
     for kind in kinds:
         if SITE_KINDS[kind].per_layer:
             sites.extend(Site(kind, layer) for layer in range(n_layers))

@@ -4,7 +4,8 @@ Kept apart from the inference classes (:mod:`replacement.dictionaries`): the tra
 :func:`train_dictionary`, only sees an iterator of activation batches (``x`` for an SAE,
 ``(x_in, x_out)`` pairs for a transcoder). :func:`collect_activations` gathers those activations
 from a TransformerBridge over token batches the caller provides, and :func:`train_set` trains a
-whole :class:`~replacement.dictionaries.DictionarySet`.
+whole :class:`~replacement.dictionaries.DictionarySet`. The coordinates and tensors of one
+dictionary's training are in :mod:`replacement.train_state`.
 
 Training happens on activations rescaled to unit total variance (so one learning rate and one
 sparsity coefficient fit every site, whatever its scale); the scale is folded back into the
@@ -24,6 +25,7 @@ markedly improves the loss with every SAE spliced in at once.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -32,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
+from sae_lens import SAE
 from tqdm.auto import tqdm
 
 from replacement.dictionaries import (
@@ -44,10 +46,17 @@ from replacement.dictionaries import (
 )
 from replacement.errors import DictionaryError
 from replacement.sites import Site
+from replacement.train_state import (
+    Batch,
+    Frame,
+    TrainState,
+    aux_k_loss,
+    resample_dead,
+    split_batch,
+    write_back,
+)
 
 log = logging.getLogger(__name__)
-
-Batch = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -154,95 +163,82 @@ def activation_batches(
 # --------------------------------------------------------------------------------------------
 
 
-def _split(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(batch, (tuple, list)):
-        return batch[0], batch[1]
-    return batch, batch
+class _Optimiser:
+    """Adam with warm-up and linear decay, the dead-feature count and the loss of one dictionary."""
 
+    def __init__(
+        self, dictionary: SAE, state: TrainState, frame: Frame, config: TrainConfig, gen: torch.Generator
+    ) -> None:
+        self.state, self.frame, self.config, self.gen = state, frame, config, gen
+        self.activation = dictionary.activation_fn
+        self.topk = hasattr(dictionary.cfg, "k")
+        self.device = dictionary.W_dec.device
+        d_in, d_sae = dictionary.cfg.d_in, dictionary.cfg.d_sae
+        self.opt = torch.optim.Adam(state.tensors(), lr=config.lr, betas=(0.9, 0.999))
+        decay_start = int(config.steps * (1 - config.decay_fraction))
 
-@dataclass
-class _Frame:
-    """Coordinates training happens in: inputs ``x_t = (x / s_in - mu) @ white`` and targets
-    ``y / s_out``, where ``mu`` and ``white`` (a regularised ZCA whitening, or the identity)
-    come from the first batch. Everything is folded back into raw coordinates at the end."""
+        def lr_factor(step: int) -> float:
+            if step < config.warmup:
+                return (step + 1) / config.warmup
+            if step >= decay_start:
+                return max(0.0, (config.steps - step) / max(1, config.steps - decay_start))
+            return 1.0
 
-    s_in: float
-    s_out: float
-    mu: torch.Tensor  # [d_in], in units of s_in
-    white: torch.Tensor  # [d_in, d_in]
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor)
+        self.k_aux = min(d_sae // 2, max(1, d_in // 2))
+        self.tokens_since_fired = torch.zeros(d_sae, dtype=torch.long, device=self.device)
 
-    @staticmethod
-    def of(x: torch.Tensor, y: torch.Tensor, whiten: bool, eps: float = 1e-2) -> _Frame:
-        def total_std(t: torch.Tensor) -> float:
-            return float(((t - t.mean(0)) ** 2).sum(-1).mean().sqrt().clamp_min(1e-6))
-
-        s_in, s_out = total_std(x), total_std(y)
-        xn = x / s_in
-        mu = xn.mean(0)
-        d_in = x.shape[1]
-        if not whiten:
-            return _Frame(s_in, s_out, mu, torch.eye(d_in, device=x.device))
-        cov = (xn - mu).T @ (xn - mu) / max(1, len(xn) - 1)
-        evals, evecs = torch.linalg.eigh(cov)
-        # Directions with (almost) no variance are only lifted to eps times the mean variance.
-        floor = eps * evals.clamp_min(0).mean()
-        white = evecs @ torch.diag((evals.clamp_min(0) + floor).rsqrt()) @ evecs.T / math.sqrt(d_in)
-        return _Frame(s_in, s_out, mu, white)
-
-    def inputs(self, x: torch.Tensor) -> torch.Tensor:
-        return (x / self.s_in - self.mu) @ self.white
-
-
-@dataclass
-class _State:
-    """Trainable tensors in training coordinates (see :class:`_Frame`)."""
-
-    W_e: torch.Tensor  # [d_in, d_sae]
-    b_e: torch.Tensor  # [d_sae]
-    W_d: torch.Tensor  # [d_sae, d_out], unit rows
-    b_d: torch.Tensor  # [d_out]
-
-    @staticmethod
-    def initial(d_in: int, d_sae: int, d_out: int, y_mean: torch.Tensor, tied: bool, gen: torch.Generator, device: torch.device) -> _State:
-        """Unit-norm random decoder rows; encoder = decoder transposed when input and output
-        share a space (SAE), else random unit columns; zero encoder bias; decoder bias at the mean target."""
-        dec = torch.randn(d_sae, d_out, generator=gen).to(device)
-        dec = dec / dec.norm(dim=-1, keepdim=True)
-        if tied:
-            enc = dec.T.clone()
+    def step(self, step: int, batch: Batch) -> tuple[float, float, float]:
+        """One optimizer step on ``batch``: returns its loss, fraction of variance unexplained and L0."""
+        config, state = self.config, self.state
+        x, y = (t.to(self.device, torch.float32) for t in split_batch(batch))
+        x_t, y = self.frame.inputs(x), y / self.frame.s_out
+        pre = x_t @ state.W_e + state.b_e
+        acts = self.activation(pre)
+        err = y - (acts @ state.W_d + state.b_d)
+        total_var = ((y - y.mean(0)) ** 2).sum(-1).mean().clamp_min(1e-8)
+        if config.relative_error:
+            w = 1.0 / (((y - state.b_d.detach()) ** 2).sum(-1) + 1.0)
+            mse = ((err**2).sum(-1) * w).sum() / w.sum()
         else:
-            enc = torch.randn(d_in, d_sae, generator=gen).to(device)
-            enc = enc / enc.norm(dim=0, keepdim=True)
-        state = _State(enc, torch.zeros(d_sae, device=device), dec, y_mean.clone())
-        for t in state.tensors():
-            t.requires_grad_(True)
-        return state
+            mse = (err**2).sum(-1).mean()
+        self.tokens_since_fired += len(x)
+        self.tokens_since_fired[(acts > 0).any(0)] = 0
+        dead = self.tokens_since_fired > config.dead_after_tokens
+        if self.topk:
+            loss = mse + config.aux_k_coefficient * aux_k_loss(state, pre, err, dead, self.k_aux)
+        else:
+            loss = mse + config.l1_coefficient * acts.abs().sum(-1).mean()
+        self._descend(loss)
+        if (
+            config.resample_every
+            and step
+            and step % config.resample_every == 0
+            and step < config.resample_until * config.steps
+            and dead.any()
+        ):
+            resample_dead(state, self.opt, x_t, err.detach(), dead, self.gen)
+            self.tokens_since_fired[dead] = 0
+        return loss.item(), (mse / total_var).item(), (acts > 0).float().sum(-1).mean().item()
 
-    def tensors(self) -> list[torch.Tensor]:
-        return [self.W_e, self.b_e, self.W_d, self.b_d]
-
-
-@torch.no_grad()
-def _write_back(d: nn.Module, state: _State, frame: _Frame, transcoder: bool) -> None:
-    """Store the trained tensors in the SAELens module, in raw activation coordinates.
-
-    Training computes ``pre = ((x / s_in) - mu) @ white @ W_e + b_e`` and
-    ``y_hat = s_out * (f @ W_d + b_d)``; SAELens computes ``pre = (x - b_dec) @ W_enc + b_enc``
-    (no ``b_dec`` term for transcoders) and ``y_hat = f @ W_dec + b_dec``. Matching the two gives
-    the assignments below exactly."""
-    W_enc = frame.white @ state.W_e / frame.s_in
-    b_enc = state.b_e - (frame.mu @ frame.white) @ state.W_e
-    b_dec = frame.s_out * state.b_d
-    if not transcoder and d.cfg.apply_b_dec_to_input:
-        b_enc = b_enc + b_dec @ W_enc
-    d.W_enc.copy_(W_enc)
-    d.b_enc.copy_(b_enc)
-    d.W_dec.copy_(frame.s_out * state.W_d)
-    d.b_dec.copy_(b_dec)
+    def _descend(self, loss: torch.Tensor) -> None:
+        """Backward, one Adam step with decoder rows kept at unit norm, one schedule step."""
+        state = self.state
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            # keep decoder rows at unit norm: drop the gradient along each row, renormalise after the step
+            grad = state.W_d.grad
+            assert grad is not None  # W_d is in the loss
+            grad.sub_((grad * state.W_d).sum(-1, keepdim=True) * state.W_d)
+        self.opt.step()
+        self.sched.step()
+        with torch.no_grad():
+            state.W_d.div_(state.W_d.norm(dim=-1, keepdim=True).clamp_min(1e-8))
 
 
 def train_dictionary(
-    dictionary: nn.Module,
+    dictionary: SAE,
     batches: Iterator[Batch],
     config: TrainConfig | None = None,
     *,
@@ -257,71 +253,32 @@ def train_dictionary(
     """
     config = config or TrainConfig()
     transcoder = is_transcoder(dictionary)
-    topk = hasattr(dictionary.cfg, "k")
-    activation = dictionary.activation_fn
     gen = torch.Generator().manual_seed(config.seed)
     device = dictionary.W_dec.device
     first = next(batches)
-    x0, y0 = (t.to(device, torch.float32) for t in _split(first))
-    frame = _Frame.of(x0, y0, config.whiten, config.whiten_floor)
+    x0, y0 = (t.to(device, torch.float32) for t in split_batch(first))
+    frame = Frame.of(x0, y0, config.whiten, config.whiten_floor)
     d_in, d_sae, d_out = dictionary.cfg.d_in, dictionary.cfg.d_sae, dictionary.W_dec.shape[1]
-    state = _State.initial(d_in, d_sae, d_out, (y0 / frame.s_out).mean(0), tied=not transcoder and not config.whiten, gen=gen, device=device)
-    opt = torch.optim.Adam(state.tensors(), lr=config.lr, betas=(0.9, 0.999))
-    decay_start = int(config.steps * (1 - config.decay_fraction))
-
-    def lr_factor(step: int) -> float:
-        if step < config.warmup:
-            return (step + 1) / config.warmup
-        if step >= decay_start:
-            return max(0.0, (config.steps - step) / max(1, config.steps - decay_start))
-        return 1.0
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    k_aux = min(d_sae // 2, max(1, d_in // 2))
-    tokens_since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)
+    tied = not transcoder and not config.whiten
+    state = TrainState.initial(d_in, d_sae, d_out, (y0 / frame.s_out).mean(0), tied=tied, gen=gen, device=device)
+    optimiser = _Optimiser(dictionary, state, frame, config, gen)
     result = TrainResult()
-    fvus, l0s = [], []
+    fvus: list[float] = []
+    l0s: list[float] = []
     own_bar = not isinstance(progress, tqdm)
-    bar = tqdm(total=config.steps, desc=desc, disable=not progress, leave=False) if own_bar else progress
+    bar = (
+        progress
+        if isinstance(progress, tqdm)
+        else tqdm(total=config.steps, desc=desc, disable=not progress, leave=False)
+    )
     started = time.perf_counter()
-    pending: Batch | None = first
     try:
-        for step in range(config.steps):
-            batch = pending if pending is not None else next(batches)
-            pending = None
-            x, y = (t.to(device, torch.float32) for t in _split(batch))
-            x_t, y = frame.inputs(x), y / frame.s_out
-            pre = x_t @ state.W_e + state.b_e
-            acts = activation(pre)
-            err = y - (acts @ state.W_d + state.b_d)
-            total_var = ((y - y.mean(0)) ** 2).sum(-1).mean().clamp_min(1e-8)
-            if config.relative_error:
-                w = 1.0 / (((y - state.b_d.detach()) ** 2).sum(-1) + 1.0)
-                mse = ((err**2).sum(-1) * w).sum() / w.sum()
-            else:
-                mse = (err**2).sum(-1).mean()
-            tokens_since_fired += len(x)
-            tokens_since_fired[(acts > 0).any(0)] = 0
-            dead = tokens_since_fired > config.dead_after_tokens
-            if topk:
-                loss = mse + config.aux_k_coefficient * _aux_k_loss(state, pre, err, dead, k_aux)
-            else:
-                loss = mse + config.l1_coefficient * acts.abs().sum(-1).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            with torch.no_grad():
-                # keep decoder rows at unit norm: drop the gradient along each row, renormalise after the step
-                state.W_d.grad.sub_((state.W_d.grad * state.W_d).sum(-1, keepdim=True) * state.W_d)
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                state.W_d.div_(state.W_d.norm(dim=-1, keepdim=True).clamp_min(1e-8))
-            if config.resample_every and step and step % config.resample_every == 0 and step < config.resample_until * config.steps and dead.any():
-                _resample(state, opt, x_t, err.detach(), dead, gen)
-                tokens_since_fired[dead] = 0
-            result.losses.append(loss.item())
-            fvus.append((mse / total_var).item())
-            l0s.append((acts > 0).float().sum(-1).mean().item())
+        # zip stops at the last step before drawing another batch
+        for step, batch in zip(range(config.steps), itertools.chain([first], batches)):
+            loss, fvu, l0 = optimiser.step(step, batch)
+            result.losses.append(loss)
+            fvus.append(fvu)
+            l0s.append(l0)
             if bar is not None:
                 bar.update(1)
                 if step % 25 == 0:
@@ -329,51 +286,14 @@ def train_dictionary(
     finally:
         if own_bar and bar is not None:
             bar.close()
-    _write_back(dictionary, state, frame, transcoder)
+    write_back(dictionary, state, frame, transcoder)
     dictionary.eval()
     tail = slice(-min(50, len(fvus)), None)
     result.fvu = sum(fvus[tail]) / len(fvus[tail])
     result.l0 = sum(l0s[tail]) / len(l0s[tail])
-    result.dead_fraction = float((tokens_since_fired > config.dead_after_tokens).float().mean())
+    result.dead_fraction = float((optimiser.tokens_since_fired > config.dead_after_tokens).float().mean())
     result.seconds = time.perf_counter() - started
     return result
-
-
-@torch.no_grad()
-def _resample(state: _State, opt: torch.optim.Optimizer, x_t: torch.Tensor, err: torch.Tensor, dead: torch.Tensor, gen: torch.Generator) -> None:
-    """Point each dead feature at an input the dictionary reconstructs badly (picked with
-    probability proportional to its squared error): decoder row = that input's error direction,
-    encoder column = its input direction at the mean live encoder norm, so the feature wins the
-    TopK (or passes the ReLU) on that input and inputs like it. Optimizer state is reset for them."""
-    idx = dead.nonzero().squeeze(-1)
-    weights = (err**2).sum(-1)
-    if float(weights.sum()) <= 0:
-        return
-    picks = torch.multinomial(weights.cpu(), len(idx), replacement=len(idx) > len(x_t), generator=gen).to(x_t.device)
-    e = err[picks]
-    state.W_d[idx] = e / e.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-    xin = x_t[picks]
-    alive = ~dead
-    enc_norm = state.W_e[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
-    state.W_e[:, idx] = (xin / xin.norm(dim=-1, keepdim=True).clamp_min(1e-8)).T * enc_norm
-    state.b_e[idx] = state.b_e[alive].mean() if alive.any() else 0.0
-    for p, sel in ((state.W_d, (idx,)), (state.W_e, (slice(None), idx)), (state.b_e, (idx,))):
-        st = opt.state.get(p, {})
-        for key in ("exp_avg", "exp_avg_sq"):
-            if key in st:
-                st[key][sel] = 0.0
-
-
-def _aux_k_loss(state: _State, pre: torch.Tensor, err: torch.Tensor, dead: torch.Tensor, k_aux: int) -> torch.Tensor:
-    """Normalised error of reconstructing the residual ``err`` from the top ``k_aux`` dead features."""
-    n_dead = int(dead.sum())
-    if n_dead == 0:
-        return pre.new_zeros(())
-    dead_idx = dead.nonzero().squeeze(-1)
-    vals, pos = pre[:, dead_idx].topk(min(k_aux, n_dead), dim=-1)
-    aux_recon = torch.einsum("bk,bkd->bd", vals.relu(), state.W_d[dead_idx[pos]])
-    target = err.detach()
-    return ((aux_recon - target) ** 2).sum(-1).mean() / (target**2).sum(-1).mean().clamp_min(1e-8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,25 +336,22 @@ def train_set(
         raise DictionaryError("no sites to train dictionaries for")
     hooks = [h for s in sites for h in (s.hook_in, s.hook_out)]
     acts = collect_activations(model, token_batches, hooks, pad_id=pad_id, progress=progress, total=n_batches)
-    device = next(model.parameters()).device
     n_tokens = len(next(iter(acts.values())))
     log.info("collected %d tokens of activations for %d hooks", n_tokens, len(acts))
-    dictionaries: dict[Site, nn.Module] = {}
+    dictionaries: dict[Site, SAE] = {}
     results: dict[str, TrainResult] = {}
     bar = tqdm(total=len(sites) * config.train.steps, desc="training dictionaries", disable=not progress)
     try:
         for i, site in enumerate(sites):
-            seed = config.train.seed + i
-            d = create_dictionary(
-                site, hook_width(model, site.hook_in), config.dictionary,
-                d_out=hook_width(model, site.hook_out), model_name=model_name, device=device, seed=seed,
+            dictionaries[site], results[site.name] = _train_site(
+                model,
+                site,
+                acts,
+                config,
+                seed=config.train.seed + i,
+                model_name=model_name,
+                bar=bar if progress else None,
             )
-            y = acts[site.hook_out] if site.is_transcoder else None
-            batches = activation_batches(acts[site.hook_in], y, config.train.batch_size, seed=seed)
-            site_cfg = TrainConfig(**{**asdict(config.train), "seed": seed})
-            results[site.name] = train_dictionary(d, batches, site_cfg, progress=bar if progress else False, desc=site.name)
-            dictionaries[site] = d
-            log.info("%s: fvu %.4f l0 %.1f dead %.3f", site.name, results[site.name].fvu, results[site.name].l0, results[site.name].dead_fraction)
     finally:
         bar.close()
     info = {
@@ -443,3 +360,32 @@ def train_set(
         "train_stats": {s: {"fvu": r.fvu, "l0": r.l0, "dead_fraction": r.dead_fraction} for s, r in results.items()},
     }
     return DictionarySet(dictionaries, name=name, info=info), results
+
+
+def _train_site(
+    model: Any,
+    site: Site,
+    acts: dict[str, torch.Tensor],
+    config: SetTrainConfig,
+    *,
+    seed: int,
+    model_name: str | None,
+    bar: tqdm | None,
+) -> tuple[SAE, TrainResult]:
+    """A new dictionary for ``site`` (seeded with ``seed``) trained on the collected ``acts``."""
+    device = next(model.parameters()).device
+    d = create_dictionary(
+        site,
+        hook_width(model, site.hook_in),
+        config.dictionary,
+        d_out=hook_width(model, site.hook_out),
+        model_name=model_name,
+        device=device,
+        seed=seed,
+    )
+    y = acts[site.hook_out] if site.is_transcoder else None
+    batches = activation_batches(acts[site.hook_in], y, config.train.batch_size, seed=seed)
+    site_cfg = TrainConfig(**{**asdict(config.train), "seed": seed})
+    result = train_dictionary(d, batches, site_cfg, progress=bar if bar is not None else False, desc=site.name)
+    log.info("%s: fvu %.4f l0 %.1f dead %.3f", site.name, result.fvu, result.l0, result.dead_fraction)
+    return d, result

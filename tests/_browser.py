@@ -8,11 +8,7 @@ import subprocess
 from pathlib import Path
 
 CHROMIUM = next(
-    (
-        shutil.which(n)
-        for n in ("chromium", "chromium-browser", "google-chrome")
-        if shutil.which(n)
-    ),
+    (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
     None,
 )
 
@@ -56,8 +52,7 @@ def browse(url: str, tmp_path: Path, name: str) -> tuple[Path, list[str]]:
         for ev in log["events"]
         if ev["type"] == start_job
         and "url" in ev.get("params", {})
-        and ev["params"].get("initiator")
-        != "not an origin"  # browser-internal services
+        and ev["params"].get("initiator") != "not an origin"  # browser-internal services
     ]
     return shot, [u for u in page_urls if u.startswith(("http:", "https:"))]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import pytest
 import torch
@@ -13,7 +13,6 @@ import torch
 from circuits.app.loading import LoadedModel, load_model
 from circuits.toy.model import TOKENIZER_FILE, shipped_dir
 from circuits.toy.tokenizer import WordTokenizer
-
 
 # The models under test are tiny: one thread is as fast as several on an idle machine and much
 # faster on a shared one, where spinning intra-op threads compete for the same cores.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attribution.core import AttributionError, AttributionInputs, SiteValues
-from attribution.edges import ERROR, Target, edge_effects
+from attribution.core import ERROR, AttributionError, AttributionInputs, SiteValues
+from attribution.edges import ExactEdges, LinearEdges, Target, edge_effects, edge_method
 from attribution.nodes import exact_node_effects, node_effects
 from attribution.positions import PositionMap
 from attribution.validate import validate_edges
@@ -49,8 +49,18 @@ def linear_model():
     from transformer_lens.config import TransformerBridgeConfig
     from transformer_lens.model_bridge import TransformerBridge
 
-    cfg = TransformerBridgeConfig(d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=32, n_ctx=16, d_vocab=12,
-                                  act_fn="gelu", normalization_type=None, seed=3)
+    cfg = TransformerBridgeConfig(
+        d_model=16,
+        n_layers=2,
+        n_heads=2,
+        d_head=8,
+        d_mlp=32,
+        n_ctx=16,
+        d_vocab=12,
+        act_fn="gelu",
+        normalization_type=None,
+        seed=3,
+    )
     model = TransformerBridge.boot_native(cfg).to(torch.float64)
     model.eval()
     dicts = {k: v.to(torch.float64) for k, v in dictionaries(model, seed=5).items()}
@@ -105,8 +115,9 @@ def test_methods_agree_where_the_metric_is_linear_in_the_node(linear_model):
     assert torch.allclose(back.errors[last], -out["exact"].errors[last], atol=1e-8)
     assert not torch.allclose(back.features["L0.attn"], -out["exact"].features["L0.attn"], atol=1e-5)
     # prompts of different lengths have no one-to-one reversal
-    shorter = AttributionInputs(clean, torch.full((4,), 7), logit_diff_metric(1, 2), corrupted[:, :6],
-                                torch.arange(7).clamp(max=5).expand(4, 7))
+    shorter = AttributionInputs(
+        clean, torch.full((4,), 7), logit_diff_metric(1, 2), corrupted[:, :6], torch.arange(7).clamp(max=5).expand(4, 7)
+    )
     assert _reversed(shorter, torch.full((4,), 6)) is None
     # a longer counterfactual padded to the same width, or lengths unknown: no reversal either
     assert _reversed(inputs, torch.full((4,), 8)) is None and _reversed(inputs, None) is None
@@ -114,10 +125,13 @@ def test_methods_agree_where_the_metric_is_linear_in_the_node(linear_model):
 
 def test_attribution_patching_is_the_derivative_of_exact_patching(rm64, ioi):
     """Exact patching with the change scaled by eps, divided by eps, tends to atp."""
-    loaded, rm = rm64
+    _, rm = rm64
     atp = node_effects(rm, ioi, method="atp")
     eps = 1e-5
-    scaled = {n: SiteValues(v.f_clean, v.e_clean, v.f_clean + eps * v.df, v.e_clean + eps * v.de) for n, v in atp.values.items()}
+    scaled = {
+        n: SiteValues(v.f_clean, v.e_clean, v.f_clean + eps * v.df, v.e_clean + eps * v.de)
+        for n, v in atp.values.items()
+    }
     nodes = []
     for site in ("L0.attn", "L1.mlp", "L2.resid"):
         f = atp.features[site]
@@ -193,7 +207,7 @@ def test_exact_local_edges_are_path_patching_where_the_metric_is_linear_in_the_t
     last = rm.site_names[-1]
     f = nodes.features[last][0]
     targets = [Target(last, p, i) for p, i in torch.nonzero(f.abs() > 0)[:6].tolist()] + [Target(last, 6, ERROR)]
-    exact = edge_effects(rm, inputs, nodes, targets, pm, local="exact", rows_per_run=7)
+    exact = edge_effects(rm, inputs, nodes, targets, pm, ExactEdges(rows_per_run=7))
     scored = [(u, d, w) for u, d, w in exact.edges() if d is not None]
     by_kind = {}
     for u, d, w in scored:
@@ -255,13 +269,15 @@ def test_graph_path_patching_is_the_exact_local_edge_where_both_are_exact(linear
     last = rm.site_names[-1]
     f = pm.aggregate(nodes.features[last])[0]
     targets = [Target(last, 0, int(i)) for i in f.abs().argsort(descending=True)[:5]] + [Target(last, 0, ERROR)]
-    exact = edge_effects(rm, inputs, nodes, targets, pm, local="exact")
+    exact = edge_effects(rm, inputs, nodes, targets, pm, ExactEdges())
     by_site = {}
     for u, d, w in exact.edges(threshold=1e-12):  # what comes before L0.resid has no direct path (rounding only)
         if d is not None:
             by_site.setdefault(u[0], []).append((u, d, w))
     sample = [e for es in by_site.values() for e in sorted(es, key=lambda e: -abs(e[2]))[:5]]
-    assert {u[0] for u, _, _ in sample} == {"L0.resid", "L1.attn", "L1.mlp"} and any(d[2] == ERROR for _, d, _ in sample)
+    assert {u[0] for u, _, _ in sample} == {"L0.resid", "L1.attn", "L1.mlp"} and any(
+        d[2] == ERROR for _, d, _ in sample
+    )
     real = _graph_path_patch(rm, inputs, nodes.values, pm, [(u, d) for u, d, _ in sample], rows=7)
     assert real.abs().max() > 1e-3
     assert torch.allclose(torch.tensor([w for _, _, w in sample], dtype=real.dtype), real, atol=1e-9, rtol=1e-7)
@@ -280,10 +296,12 @@ def test_graph_path_patching_is_the_per_example_intervention(linear_model):
     clean = inputs.clean
     nodes = node_effects(rm, inputs, method="atp")
     pm = PositionMap.tokens(inputs.clean_lengths, 7)
-    edges = [(("L0.resid", 1, int(nodes.values["L0.resid"].df[0, 1].abs().argmax())), ("L1.attn", 4, 3)),
-             (("L0.resid", 2, ERROR), ("L1.attn", 6, ERROR)),
-             (("embed", 0, int(nodes.values["embed"].df[0, 0].abs().argmax())), ("L0.mlp", 0, 5)),
-             (("L1.attn", 6, 2), ("L1.resid", 6, 7))]
+    edges = [
+        (("L0.resid", 1, int(nodes.values["L0.resid"].df[0, 1].abs().argmax())), ("L1.attn", 4, 3)),
+        (("L0.resid", 2, ERROR), ("L1.attn", 6, ERROR)),
+        (("embed", 0, int(nodes.values["embed"].df[0, 0].abs().argmax())), ("L0.mlp", 0, 5)),
+        (("L1.attn", 6, 2), ("L1.resid", 6, 7)),
+    ]
     real = _graph_path_patch(rm, inputs, nodes.values, pm, edges, rows=4)  # two edges of 3 examples per run
     with torch.no_grad():
         clean_run = rm.run(clean)
@@ -295,9 +313,13 @@ def test_graph_path_patching_is_the_per_example_intervention(linear_model):
                     continue  # the group has no token in this example
                 v = nodes.values[s]
                 outs = {m: r.output[b : b + 1].clone() for m, r in clean_run.records.items()}
-                change = v.de[b, gu] if i == ERROR else v.df[b, gu, i] * decoder_rows(rm.dictionaries[s], v.f_clean, v.df.dtype)[i]
+                change = (
+                    v.de[b, gu]
+                    if i == ERROR
+                    else v.df[b, gu, i] * decoder_rows(rm.dictionaries[s], v.f_clean, v.df.dtype)[i]
+                )
                 outs[s][0, gu] += change
-                rec = rm.run(clean[b : b + 1], outputs=outs).records[s2]
+                rec = rm.run_with_outputs(clean[b : b + 1], outs).records[s2]
                 ref = clean_run.records[s2]
                 f_new, e_new = ref.features[b : b + 1].clone(), ref.error[b : b + 1].clone()
                 if j == ERROR:
@@ -319,22 +341,24 @@ def test_exact_local_edges_tend_to_the_linear_ones_for_small_changes(linear_mode
     inputs = random_inputs(4, [7, 7])
     nodes = node_effects(rm, inputs, method="atp")
     eps = 1e-6
-    nodes.values = {n: SiteValues(v.f_clean, v.e_clean, v.f_clean + eps * v.df, v.e_clean + eps * v.de)
-                    for n, v in nodes.values.items()}
+    nodes.values = {
+        n: SiteValues(v.f_clean, v.e_clean, v.f_clean + eps * v.df, v.e_clean + eps * v.de)
+        for n, v in nodes.values.items()
+    }
     pm = PositionMap.tokens(inputs.clean_lengths, 7)
     targets = []
     for site in ("L0.resid", "L1.attn", "L1.mlp", "L1.resid"):
         f = pm.aggregate(nodes.features[site])
         targets += [Target(site, p, i) for p, i in torch.nonzero(f.abs() > 0)[:8].tolist()] + [Target(site, 5, ERROR)]
     linear = edge_effects(rm, inputs, nodes, targets, pm)
-    exact = edge_effects(rm, inputs, nodes, targets, pm, local="exact")
+    exact = edge_effects(rm, inputs, nodes, targets, pm, ExactEdges())
     scale = max(float(linear.incoming[t][s][0].abs().max()) for t in targets for s in linear.incoming[t])
     assert scale > 0
     for t in targets:
         for site, (f, e) in linear.incoming[t].items():
             assert torch.allclose(exact.incoming[t][site][0], f, atol=1e-4 * scale, rtol=0)
             assert torch.allclose(exact.incoming[t][site][1], e, atol=1e-4 * scale, rtol=0)
-    for site, (f, e) in linear.to_metric.items():
+    for site, (f, _) in linear.to_metric.items():
         assert torch.allclose(exact.to_metric[site][0], f, atol=1e-4 * scale, rtol=0)
 
 
@@ -350,8 +374,8 @@ def test_exact_local_edges_aggregate_like_the_scores(linear_model):
     feats = [int(i) for i in nodes.features[site].abs().sum((0, 1)).argsort(descending=True)[:3]]
     tok_targets = [Target(site, p, i) for p in range(7) for i in feats] + [Target(site, p, ERROR) for p in range(7)]
     agn_targets = [Target(site, 0, i) for i in feats] + [Target(site, 0, ERROR)]
-    by_tok = edge_effects(rm, inputs, nodes, tok_targets, tok, local="exact")
-    by_agn = edge_effects(rm, inputs, nodes, agn_targets, agn, local="exact", rows_per_run=33)
+    by_tok = edge_effects(rm, inputs, nodes, tok_targets, tok, ExactEdges())
+    by_agn = edge_effects(rm, inputs, nodes, agn_targets, agn, ExactEdges(rows_per_run=33))
     biggest = 0.0
     for t in agn_targets:
         for up, (f, e) in by_agn.incoming[t].items():
@@ -369,8 +393,7 @@ def test_exact_local_edges_track_path_patching_better_than_linear_ones(toy):
     import contextlib
     import io
 
-    from circuits.app.loading import load_model
-    from circuits.app.loading import load_replacement
+    from circuits.app.loading import load_model, load_replacement
 
     loaded = load_model("toy", device="cpu")
     rm = load_replacement(loaded, None, "transcoders")
@@ -406,22 +429,24 @@ class _DoubledEncoder(torch.nn.Module):
 def test_encoder_shortcut_gives_the_autograd_edges(rm64, ioi):
     """Rows started at the site input with an encoder column equal rows differentiated through the encoder;
     a dictionary the shortcut does not fit is detected and takes the autograd path."""
-    from attribution.edges import _encoder_columns
+    from attribution.edges.linear import _encoder_columns
 
     loaded, rm = rm64
     odd = ReplacementModel(loaded.model, {**rm.dictionaries, "L1.mlp": _DoubledEncoder(rm.dictionaries["L1.mlp"])})
     pm = PositionMap.tokens(ioi.clean_lengths, ioi.clean.shape[1])
     for model, fits in ((rm, True), (odd, False)):
         nodes = node_effects(model, ioi, method="atp")
-        run = model.run(ioi.clean, leaf=True)
+        run = model.run_leaf(ioi.clean)
         rec = run.records["L1.mlp"]
         assert _encoder_columns(model.dictionaries["L1.mlp"], rec.x_in, rec.features) is fits
         targets = []
         for site in ("L1.mlp", "L2.resid"):
             f = pm.aggregate(nodes.features[site])
-            targets += [Target(site, p, i) for p, i in torch.nonzero(f.abs() > 0)[:20].tolist()] + [Target(site, 6, ERROR)]
-        fast = edge_effects(model, ioi, nodes, targets, pm, rows_per_pass=16)
-        slow = edge_effects(model, ioi, nodes, targets, pm, encoder_shortcut=False)
+            targets += [Target(site, p, i) for p, i in torch.nonzero(f.abs() > 0)[:20].tolist()] + [
+                Target(site, 6, ERROR)
+            ]
+        fast = edge_effects(model, ioi, nodes, targets, pm, LinearEdges(rows_per_pass=16))
+        slow = edge_effects(model, ioi, nodes, targets, pm, LinearEdges(encoder_shortcut=False))
         biggest = 0.0
         for t in targets:
             for site, (f, e) in slow.incoming[t].items():
@@ -434,7 +459,7 @@ def test_encoder_shortcut_gives_the_autograd_edges(rm64, ioi):
 def test_sparse_contraction_equals_the_dense_product(monkeypatch):
     """Edges contracted at the changed features only (few change) or densely (most change) equal
     (G W_dec^T) * df aggregated, in one step or example by example."""
-    from attribution import edges as E
+    from attribution.edges import linear as E
 
     g = torch.Generator().manual_seed(0)
     b, t, d_sae, d = 5, 7, 40, 8
@@ -444,7 +469,9 @@ def test_sparse_contraction_equals_the_dense_product(monkeypatch):
     G = torch.randn(3, b, t, d, generator=g, dtype=torch.float64)
     valid = pm.group >= 0
     for density, sparse in ((0.05, True), (0.6, False)):
-        df = torch.randn(b, t, d_sae, generator=g, dtype=torch.float64) * (torch.rand(b, t, d_sae, generator=g) < density)
+        df = torch.randn(b, t, d_sae, generator=g, dtype=torch.float64) * (
+            torch.rand(b, t, d_sae, generator=g) < density
+        )
         dense_f = torch.stack([pm.aggregate((G[r] @ W.T) * df * valid[..., None]) for r in range(3)])
         dense_e = torch.stack([pm.aggregate((G[r] * de).sum(-1) * valid) for r in range(3)])
         c = E._Contraction(W, df, de, pm, 1.0)
@@ -468,7 +495,8 @@ class _NormScaledDecoder(torch.nn.Module):
 
 
 def test_decoder_rows_measure_any_linear_decoder():
-    from attribution.edges import _encoder_columns, decoder_rows
+    from attribution.edges import decoder_rows
+    from attribution.edges.linear import _encoder_columns
 
     g = torch.Generator().manual_seed(1)
     W = torch.randn(30, 6, generator=g, dtype=torch.float64)
@@ -479,7 +507,10 @@ def test_decoder_rows_measure_any_linear_decoder():
     assert torch.allclose(f @ rows + 1.0, d.decode(f), atol=1e-12)
     # a dictionary without SAELens' process_sae_in is not given the encoder shortcut
     d.cfg, d.W_enc, d.b_enc = object(), torch.zeros(6, 30, dtype=torch.float64), torch.zeros(30, dtype=torch.float64)
-    assert _encoder_columns(d, torch.zeros(2, 3, 6, dtype=torch.float64), torch.zeros(2, 3, 30, dtype=torch.float64)) is False
+    assert (
+        _encoder_columns(d, torch.zeros(2, 3, 6, dtype=torch.float64), torch.zeros(2, 3, 30, dtype=torch.float64))
+        is False
+    )
 
 
 def test_span_aggregation_sums_within_spans_and_averages_examples():
@@ -498,7 +529,11 @@ def test_counterfactual_positions_follow_the_schema(toy):
 
     tok = toy.tokenizer
     clean = tok.encode("The teachers near the desk")
-    corr = tok.encode("The teacher near the big desk") if "big" in tok.vocab else tok.encode("The teacher near the the desk")
+    corr = (
+        tok.encode("The teacher near the big desk")
+        if "big" in tok.vocab
+        else tok.encode("The teacher near the the desk")
+    )
     s1 = Schema.from_starts(["prefix", "subj", "prep", "det", "end"], [0, 2, 3, 4, 5], len(clean))
     s2 = Schema.from_starts(["prefix", "subj", "prep", "det", "end"], [0, 2, 3, 4, 6], len(corr))
     task = Task("t", [Example(clean, corr, [tok.vocab["are"]], [tok.vocab["is"]], s1, s2)])
@@ -511,7 +546,9 @@ def test_bad_inputs_are_clear_errors(rm64, ioi):
     two = AttributionInputs(ioi.clean, ioi.clean_lengths, lambda logits, idx: logits[:, -1, :2], ioi.corrupted)
     with pytest.raises(AttributionError, match="one value per example"):
         node_effects(rm, two, method="atp")
-    nan = AttributionInputs(ioi.clean, ioi.clean_lengths, lambda logits, idx: logits[:, -1, 0] * float("nan"), ioi.corrupted)
+    nan = AttributionInputs(
+        ioi.clean, ioi.clean_lengths, lambda logits, idx: logits[:, -1, 0] * float("nan"), ioi.corrupted
+    )
     with pytest.raises(AttributionError, match="NaN"):
         node_effects(rm, nan, method="atp")
     with pytest.raises(AttributionError, match="corrupted"):
@@ -527,14 +564,16 @@ def test_bad_inputs_are_clear_errors(rm64, ioi):
     with pytest.raises(AttributionError, match="unknown site"):
         edge_effects(rm, ioi, nodes, [Target("L9.attn", 0, ERROR)], pm)
     with pytest.raises(AttributionError, match="unknown local"):
-        edge_effects(rm, ioi, nodes, [], pm, local="sideways")
+        edge_effects(rm, ioi, nodes, [], pm, edge_method("sideways"))
     with pytest.raises(AttributionError, match="jacobian_steps"):
-        edge_effects(rm, ioi, nodes, [], pm, local="exact", jacobian_steps=2)
+        edge_effects(rm, ioi, nodes, [], pm, edge_method("exact", jacobian_steps=2))
 
 
 def test_more_bad_inputs_are_clear_errors(rm64, ioi):
     _, rm = rm64
-    detached = AttributionInputs(ioi.clean, ioi.clean_lengths, lambda logits, idx: ioi.metric(logits, idx).detach(), ioi.corrupted)
+    detached = AttributionInputs(
+        ioi.clean, ioi.clean_lengths, lambda logits, idx: ioi.metric(logits, idx).detach(), ioi.corrupted
+    )
     for method in ("atp", "ig"):
         with pytest.raises(AttributionError, match="no gradient"):
             node_effects(rm, detached, method=method, steps=2)
@@ -545,7 +584,7 @@ def test_more_bad_inputs_are_clear_errors(rm64, ioi):
     assert zero.baseline == "zero" and all(torch.equal(zero.features[s], explicit.features[s]) for s in zero.sites)
     pm = PositionMap.tokens(ioi.clean_lengths, ioi.clean.shape[1])
     with pytest.raises(AttributionError, match="counterfactual prompt"):
-        edge_effects(rm, ioi, zero, [], pm, jacobian_steps=2)
+        edge_effects(rm, ioi, zero, [], pm, LinearEdges(jacobian_steps=2))
     with pytest.raises(AttributionError, match="chunk"):
         node_effects(rm, ioi, method="exact", chunk=0)
     # corrupted positions: -1 only on padding, never on a real token
@@ -587,8 +626,8 @@ def test_half_precision_models_run_every_method(toy):
             assert abs(a - b) < 0.06 * abs(a) + 0.05, (mode, site, a, b)
     pm = PositionMap.tokens(in16.clean_lengths, in16.clean.shape[1])
     target = Target(rm16.site_names[-1], int(in16.clean_lengths[0]) - 1, ERROR)
-    for kw in ({}, {"local": "exact"}, {"jacobian_steps": 2}):
-        assert edge_effects(rm16, in16, half, [target], pm, **kw).edges()
+    for method in (LinearEdges(), ExactEdges(), LinearEdges(jacobian_steps=2)):
+        assert edge_effects(rm16, in16, half, [target], pm, method).edges()
 
 
 def test_exact_patching_is_the_same_in_any_number_of_rows_per_pass(linear_model, monkeypatch):
@@ -609,5 +648,7 @@ def test_exact_patching_is_the_same_in_any_number_of_rows_per_pass(linear_model,
     fmask = torch.zeros_like(v.f_clean[b : b + 1], dtype=torch.bool)
     fmask[0, p, f] = True
     run = linear_model.run(inputs.clean[b : b + 1], {site: NodeEdit(v.f_target[b : b + 1], fmask)})
-    one = inputs.metric(run.logits, torch.tensor([b])) - inputs.metric(linear_model.run(inputs.clean[b : b + 1]).logits, torch.tensor([b]))
+    one = inputs.metric(run.logits, torch.tensor([b])) - inputs.metric(
+        linear_model.run(inputs.clean[b : b + 1]).logits, torch.tensor([b])
+    )
     assert float(full.features[site][b, p, f]) == pytest.approx(float(one), abs=1e-12)

@@ -13,10 +13,15 @@ from pathlib import Path
 import pytest
 
 from circuits.app.cli import main
-from circuits.graph.ids import add_metric, add_node, circuit_to_dict, new_graph
+from circuits.graph.ids import add_metric, add_node, new_graph
+from circuits.graph.io import circuit_to_dict
 
-GOOD_LINE = {"clean_prefix": "Then Mary and John went", "patch_prefix": "Then John and Mary went",
-             "clean_answer": " John", "patch_answer": " Mary"}
+GOOD_LINE = {
+    "clean_prefix": "Then Mary and John went",
+    "patch_prefix": "Then John and Mary went",
+    "clean_answer": " John",
+    "patch_answer": " Mary",
+}
 
 
 @pytest.fixture
@@ -29,7 +34,6 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     import circuits.app.loading
 
     monkeypatch.setattr(circuits.app.loading, "load_model", refuse)
-    monkeypatch.setattr("circuits.app.pipeline.load_model", refuse)
 
 
 def one_error_line(capsys: pytest.CaptureFixture[str], code: int, *words: str) -> str:
@@ -55,7 +59,10 @@ def _jsonl(tmp_path: Path, content: bytes) -> Path:
 GOOD = json.dumps(GOOD_LINE).encode() + b"\n"
 TASK_FILES = {
     "not-utf8": (GOOD + b'{"clean_prefix": "caf\xe9"}\n', ["not UTF-8 text"]),
-    "surrogate": (GOOD + json.dumps({**GOOD_LINE, "clean_prefix": "Then \ud800"}).encode() + b"\n", ["line 2", "unpaired surrogate"]),
+    "surrogate": (
+        GOOD + json.dumps({**GOOD_LINE, "clean_prefix": "Then \ud800"}).encode() + b"\n",
+        ["line 2", "unpaired surrogate"],
+    ),
     "deep-json": (GOOD + b"[" * 100_000 + b"\n", ["line 2", "nested too deeply"]),
     "huge-int": (GOOD + b'{"case": ' + b"9" * 5000 + b"}\n", ["line 2", "not usable JSON"]),
     "empty-prompt": (json.dumps({**GOOD_LINE, "patch_prefix": "  "}).encode(), ["line 1", "'patch_prefix' is empty"]),
@@ -78,12 +85,21 @@ def test_a_folder_as_task_file(tmp_path, capsys, no_model):
 
 SCHEMAS = {
     "not-utf8": (b"prompt,a,end,length\nThen Mary and John went,0,5,6\n\xff\n", ["not UTF-8 text"]),
-    "duplicate-column": (b"prompt,a,a,end,length\nThen Mary and John went,0,1,5,6\n", ["line 1", "column 'a' appears 2 times"]),
+    "duplicate-column": (
+        b"prompt,a,a,end,length\nThen Mary and John went,0,1,5,6\n",
+        ["line 1", "column 'a' appears 2 times"],
+    ),
     "negative-start": (b"prompt,a,end,length\nThen Mary and John went,-4,5,6\n", ["line 2", "'a' starts at token -4"]),
-    "short-row": (b"prompt,a,end,length\nThen Mary and John went,0\n", ["line 2", "2 fields but the header has 4 columns"]),
+    "short-row": (
+        b"prompt,a,end,length\nThen Mary and John went,0\n",
+        ["line 2", "2 fields but the header has 4 columns"],
+    ),
     "digit-name": (b"prompt,a,1,length\nThen Mary and John went,0,5,6\n", ["line 2", "cannot be all digits"]),
     "slash-name": (b"prompt,a/b,end,length\nThen Mary and John went,0,5,6\n", ["line 2", "without '/'"]),
-    "unnamed-column": (b"prompt,a,end,length,\nThen Mary and John went,0,5,6,\n", ["line 1", "column 5 of the header has no name"]),
+    "unnamed-column": (
+        b"prompt,a,end,length,\nThen Mary and John went,0,5,6,\n",
+        ["line 1", "column 5 of the header has no name"],
+    ),
     "zero-length": (b"prompt,a,length\nThen Mary and John went,0,0\n", ["line 2", "length 0 but"]),
     "not-integer": (b"prompt,a,end,length\nThen Mary and John went,0,x,6\n", ["line 2", "integers"]),
     "huge-field": (b'prompt,a,end,length\n"' + b"x" * 200_000 + b'",0,5,6\n', ["not a readable CSV file"]),
@@ -102,8 +118,15 @@ def test_bad_schema_files(tmp_path, capsys, no_model, content, words):
 
 
 def good_circuit() -> dict:
-    G = new_graph(model="toy", dictionaries="toy-topk-768", task="ioi", method="ig", positions="agnostic",
-                  position_labels=["*"], n_layers=3)
+    G = new_graph(
+        model="toy",
+        dictionaries="toy-topk-768",
+        task="ioi",
+        method="ig",
+        positions="agnostic",
+        position_labels=["*"],
+        n_layers=3,
+    )
     m = add_metric(G, effect=1.5, label="logit diff")
     e = add_node(G, "embed", "*", 3, effect=0.25)
     r = add_node(G, "L2.transcoder", "*", 7, effect=1.0)
@@ -155,9 +178,15 @@ def test_bad_circuit_files(tmp_path, capsys, no_model, change, words):
     one_error_line(capsys, main(["evaluate", str(path), "ioi"]), str(path), *words)
 
 
-@pytest.mark.parametrize("content, words", [
-    (b"\xff\xfe{}", ["not UTF-8"]), (b"[" * 100_000, ["nested too deeply"]), (b"{", ["invalid JSON"]),
-], ids=["not-utf8", "deep", "truncated"])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"\xff\xfe{}", ["not UTF-8"]),
+        (b"[" * 100_000, ["nested too deeply"]),
+        (b"{", ["invalid JSON"]),
+    ],
+    ids=["not-utf8", "deep", "truncated"],
+)
 def test_unreadable_circuit_files(tmp_path, capsys, no_model, content, words):
     path = tmp_path / "circuit.json"
     path.write_bytes(content)
@@ -172,8 +201,12 @@ def test_dictionary_options_refused_before_the_model(tmp_path, capsys, no_model)
     file.write_text("x")
     (tmp_path / "set").mkdir()
     (tmp_path / "set" / "index.json").write_text("{}")
-    for value, words in ((str(file), ["is a file, not a folder"]), (str(tmp_path / "set" / "index.json"), ["give its folder"]),
-                         ("", ["empty name"]), ("release:", ["names no release"])):
+    for value, words in (
+        (str(file), ["is a file, not a folder"]),
+        (str(tmp_path / "set" / "index.json"), ["give its folder"]),
+        ("", ["empty name"]),
+        ("release:", ["names no release"]),
+    ):
         out = tmp_path / "run"
         one_error_line(capsys, main(["discover", "ioi", "--dictionaries", value, "--out", str(out)]), *words)
         assert not out.exists()
@@ -186,9 +219,9 @@ def small_set(tmp_path_factory) -> Path:
     from replacement.sites import Site
 
     site = Site("attn", 0)
-    return DictionarySet({site: create_dictionary(site, 96, DictionaryConfig(expansion=1, k=4), seed=0)}, name="small").save(
-        tmp_path_factory.mktemp("sets") / "small"
-    )
+    return DictionarySet(
+        {site: create_dictionary(site, 96, DictionaryConfig(expansion=1, k=4), seed=0)}, name="small"
+    ).save(tmp_path_factory.mktemp("sets") / "small")
 
 
 def _edit_json(file: Path, **changes) -> None:
@@ -206,7 +239,9 @@ def _narrow(folder: Path) -> None:
     from replacement.sites import Site
 
     site = Site("attn", 0)
-    DictionarySet({site: create_dictionary(site, 8, DictionaryConfig(expansion=2, k=4), seed=0)}, name="narrow").save(folder)
+    DictionarySet({site: create_dictionary(site, 8, DictionaryConfig(expansion=2, k=4), seed=0)}, name="narrow").save(
+        folder
+    )
 
 
 SETS = {
@@ -216,16 +251,23 @@ SETS = {
     "cfg-not-object": (lambda f: (f / "L0.attn" / "cfg.json").write_text("[96]"), ["must hold a JSON object"]),
     "cfg-bad-width": (lambda f: _edit_json(f / "L0.attn" / "cfg.json", d_sae=0), ["d_sae", "positive integer"]),
     "cfg-k-missing": (lambda f: _edit_json(f / "L0.attn" / "cfg.json", k=None), ["k is 100", "1 <= k <= d_sae (96)"]),
-    "cfg-flag-not-bool": (lambda f: _edit_json(f / "L0.attn" / "cfg.json", apply_b_dec_to_input="yes"), ["does not run"]),
+    "cfg-flag-not-bool": (
+        lambda f: _edit_json(f / "L0.attn" / "cfg.json", apply_b_dec_to_input="yes"),
+        ["does not run"],
+    ),
     "cfg-k-too-big": (lambda f: _edit_json(f / "L0.attn" / "cfg.json", k=1000), ["1 <= k <= d_sae"]),
     "cfg-wrong-width": (lambda f: _edit_json(f / "L0.attn" / "cfg.json", d_in=95), ["W_enc", "do not belong together"]),
-    "weights-garbage": (lambda f: (f / "L0.attn" / "sae_weights.safetensors").write_bytes(b"\x00" * 7),
-                        ["not a readable safetensors file"]),
+    "weights-garbage": (
+        lambda f: (f / "L0.attn" / "sae_weights.safetensors").write_bytes(b"\x00" * 7),
+        ["not a readable safetensors file"],
+    ),
     "index-not-utf8": (lambda f: (f / "index.json").write_bytes(b"\xff"), ["index.json is not UTF-8"]),
     "index-version": (lambda f: _edit_json(f / "index.json", version="one"), ["version 'one'"]),
     "index-site": (lambda f: _edit_json(f / "index.json", sites=[{"site": 3}]), ["site entry 0", "site name"]),
-    "index-twice": (lambda f: _edit_json(f / "index.json", sites=2 * json.loads((f / "index.json").read_text())["sites"]),
-                    ["appears twice"]),
+    "index-twice": (
+        lambda f: _edit_json(f / "index.json", sites=2 * json.loads((f / "index.json").read_text())["sites"]),
+        ["appears twice"],
+    ),
     "index-folder": (lambda f: ((f / "index.json").unlink(), (f / "index.json").mkdir()), ["has no index.json"]),
     "d_in-mismatch": (_narrow, ["d_in 8", "96 wide"]),
 }
@@ -241,15 +283,24 @@ def test_bad_dictionary_sets(tmp_path, capsys, monkeypatch, toy, small_set, chan
     folder = tmp_path / "set"
     shutil.copytree(small_set, folder)
     change(folder)
-    one_error_line(capsys, main(["dictionaries", "report", "--dictionaries", str(folder), "--sentences", "4"]), str(folder), *words)
+    one_error_line(
+        capsys, main(["dictionaries", "report", "--dictionaries", str(folder), "--sentences", "4"]), str(folder), *words
+    )
 
 
 # ------------------------------------------------------------------------------- label corpus
 
 
-@pytest.mark.parametrize("content, words", [
-    (None, ["does not exist"]), (b"", ["no text"]), (b"\n \n", ["no text"]), (b"Mary went\n\xff", ["not UTF-8"]),
-], ids=["missing", "empty", "blank", "not-utf8"])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (None, ["does not exist"]),
+        (b"", ["no text"]),
+        (b"\n \n", ["no text"]),
+        (b"Mary went\n\xff", ["not UTF-8"]),
+    ],
+    ids=["missing", "empty", "blank", "not-utf8"],
+)
 def test_bad_label_corpus_is_refused_before_the_run(tmp_path, capsys, no_model, content, words):
     corpus = tmp_path / "corpus.txt"
     if content is not None:
@@ -259,8 +310,8 @@ def test_bad_label_corpus_is_refused_before_the_run(tmp_path, capsys, no_model, 
 
 
 def test_unknown_words_in_a_label_corpus_name_the_line(tmp_path, toy_tokenizer):
+    from circuits.data.corpus import text_corpus
     from circuits.errors import CircuitsError
-    from circuits.labels.features import text_corpus
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("Mary went\n\nthe qwzx sat\n")
@@ -313,4 +364,4 @@ def test_bad_numbers_are_usage_errors_naming_the_flag(capsys, no_model, argv, fl
     assert "Traceback" not in err and err.startswith("usage: ")
     last = err.rstrip("\n").splitlines()[-1]
     assert ": error: argument " in last and flag in last, err
-    assert ("must be" in last or "expected" in last), last
+    assert "must be" in last or "expected" in last, last

@@ -34,12 +34,33 @@ def test_tasks_list_names_every_built_in_task(capsys: pytest.CaptureFixture[str]
 
 
 def test_validate_attribution_prints_json_that_agrees_with_patching(capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["validate-attribution", "sva-simple", "-n", "2", "--edges", "24", "--steps", "4", "--json", "--device", "cpu"]
+    args = [
+        "validate-attribution",
+        "sva-simple",
+        "-n",
+        "2",
+        "--edges",
+        "24",
+        "--steps",
+        "4",
+        "--json",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)  # stdout holds the JSON and nothing else
-    keys = ("ig_spearman", "atp_spearman", "ig_spearman_top100", "edge_spearman", "atp_edge_spearman",
-            "exact_contexts_spearman", "ig_spearman_two_contexts",  # SVA prompts align token for token
-            "edge_spearman_exact_local", "graph_edge_spearman", "graph_edge_spearman_exact_local")
+    keys = (
+        "ig_spearman",
+        "atp_spearman",
+        "ig_spearman_top100",
+        "edge_spearman",
+        "atp_edge_spearman",
+        "exact_contexts_spearman",
+        "ig_spearman_two_contexts",  # SVA prompts align token for token
+        "edge_spearman_exact_local",
+        "graph_edge_spearman",
+        "graph_edge_spearman_exact_local",
+    )
     for key in keys:
         assert -1.0 <= result[key] <= 1.0
     assert result["n_edges"] >= 10 and result["n_nodes"] > 100
@@ -100,7 +121,14 @@ def test_show_a_built_in_task(capsys: pytest.CaptureFixture[str]) -> None:
 def test_a_bad_task_file_is_exit_code_2_and_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
-        json.dumps({"clean_prefix": "The teachers", "patch_prefix": "The teacher", "clean_answer": " are", "patch_answer": " is"})
+        json.dumps(
+            {
+                "clean_prefix": "The teachers",
+                "patch_prefix": "The teacher",
+                "clean_answer": " are",
+                "patch_answer": " is",
+            }
+        )
         + "\n"
         + json.dumps({"clean_prefix": "The teachers", "patch_prefix": "The teacher", "clean_answer": " are here"})
         + "\n"
@@ -191,11 +219,16 @@ def test_a_missing_dictionary_folder_is_reported_before_the_model_loads(
         raise AssertionError("the model was loaded before the dictionaries were checked")
 
     monkeypatch.setattr(circuits.app.loading, "load_model", no_model)
-    monkeypatch.setattr("circuits.app.pipeline.load_model", no_model)
     (tmp_path / "empty").mkdir()
     for argv, words in (
-        (["discover", "ioi", "--dictionaries", str(tmp_path / "nope"), "--out", str(tmp_path / "run")], "does not exist"),
-        (["discover", "ioi", "--dictionaries", str(tmp_path / "empty"), "--out", str(tmp_path / "run")], "no index.json"),
+        (
+            ["discover", "ioi", "--dictionaries", str(tmp_path / "nope"), "--out", str(tmp_path / "run")],
+            "does not exist",
+        ),
+        (
+            ["discover", "ioi", "--dictionaries", str(tmp_path / "empty"), "--out", str(tmp_path / "run")],
+            "no index.json",
+        ),
         (["validate-attribution", "ioi", "--dictionaries", str(tmp_path / "nope")], "does not exist"),
         (["dictionaries", "report", "--dictionaries", str(tmp_path / "nope")], "does not exist"),
     ):
@@ -214,7 +247,10 @@ def test_training_never_overwrites_the_shipped_copy_by_default(capsys: pytest.Ca
 
 
 def test_an_unknown_flag_is_reported_with_its_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv, prog in ((["discover", "ioi", "--bogus"], "circuits discover"), (["toy", "eval", "--bogus"], "circuits toy eval")):
+    for argv, prog in (
+        (["discover", "ioi", "--bogus"], "circuits discover"),
+        (["toy", "eval", "--bogus"], "circuits toy eval"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -9,6 +10,7 @@ import struct
 
 import pytest
 
+from circuits.errors import CircuitError
 from circuits.evaluation.curves import (
     MIB_FRACTIONS,
     Curve,
@@ -22,7 +24,6 @@ from circuits.evaluation.curves import (
     size_grid,
     span_footprint,
 )
-from circuits.errors import CircuitError
 
 
 def bits(x: float) -> bytes:
@@ -52,7 +53,7 @@ def test_size_grid_properties(max_size, n_points):
     grid = size_grid(max_size, n_points)
     assert grid[0] == 1 and grid[-1] == max_size
     assert len(grid) == min(n_points, max_size)
-    assert all(b > a for a, b in zip(grid, grid[1:]))
+    assert all(b > a for a, b in itertools.pairwise(grid))
     assert all(isinstance(s, int) for s in grid)
 
 
@@ -88,7 +89,7 @@ def test_faithfulness_and_completeness_scores():
 
 
 def test_faithfulness_undefined_when_model_equals_empty():
-    with pytest.raises(CircuitError, match="undefined.*2.0"):
+    with pytest.raises(CircuitError, match=r"undefined.*2.0"):
         faithfulness_score(1.0, 2.0, 2.0)
 
 
@@ -120,13 +121,16 @@ def test_overshoot_counts_in_cmd():
     assert cmd([0.0, 1.0], [0.0, 2.0]) == 1.0  # |1-f| = 1, 1 at the points
 
 
-@pytest.mark.parametrize(("k", "f", "message"), [
-    ([0.1, 0.2], [1.0], "one value per fraction"),
-    ([0.1], [1.0], "at least 2 points"),
-    ([0.1, 0.1], [1.0, 0.5], "repeat"),
-    ([0.5, 1.5], [1.0, 1.0], r"\[0, 1\]"),
-    ([0.1, 0.2], [1.0, float("nan")], "finite"),
-])
+@pytest.mark.parametrize(
+    ("k", "f", "message"),
+    [
+        ([0.1, 0.2], [1.0], "one value per fraction"),
+        ([0.1], [1.0], "at least 2 points"),
+        ([0.1, 0.1], [1.0, 0.5], "repeat"),
+        ([0.5, 1.5], [1.0, 1.0], r"\[0, 1\]"),
+        ([0.1, 0.2], [1.0, float("nan")], "finite"),
+    ],
+)
 def test_area_refuses(k, f, message):
     for area in (cpr, cmd):
         with pytest.raises(CircuitError, match=message):
@@ -187,14 +191,20 @@ def test_nodes_needed():
     assert edges_needed(curve, 0.8) == 12
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"sizes_nodes": [1, 2], "sizes_edges": [1], "faithfulness": [0.1, 0.2]}, "differ in length"),
-    ({"sizes_nodes": [1], "sizes_edges": [1], "faithfulness": [0.1], "completeness": [0.1, 0.2]}, "differ in length"),
-    ({"sizes_nodes": [1.5], "sizes_edges": [1], "faithfulness": [0.1]}, "ints"),
-    ({"sizes_nodes": [1], "sizes_edges": [1], "faithfulness": [float("inf")]}, "finite"),
-    ({"sizes_nodes": [1], "sizes_edges": [1], "faithfulness": [0.1], "cpr": float("nan")}, "cpr"),
-    ({"sizes_nodes": [1], "sizes_edges": [1], "faithfulness": [0.1], "total_edges": -1}, "total_edges"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sizes_nodes": [1, 2], "sizes_edges": [1], "faithfulness": [0.1, 0.2]}, "differ in length"),
+        (
+            {"sizes_nodes": [1], "sizes_edges": [1], "faithfulness": [0.1], "completeness": [0.1, 0.2]},
+            "differ in length",
+        ),
+        ({"sizes_nodes": [1.5], "sizes_edges": [1], "faithfulness": [0.1]}, "ints"),
+        ({"sizes_nodes": [1], "sizes_edges": [1], "faithfulness": [float("inf")]}, "finite"),
+        ({"sizes_nodes": [1], "sizes_edges": [1], "faithfulness": [0.1], "cpr": float("nan")}, "cpr"),
+        ({"sizes_nodes": [1], "sizes_edges": [1], "faithfulness": [0.1], "total_edges": -1}, "total_edges"),
+    ],
+)
 def test_curve_refuses_bad_values(kwargs, message):
     with pytest.raises(CircuitError, match=message):
         Curve(**kwargs)

@@ -23,10 +23,12 @@ import networkx as nx
 import pytest
 
 from circuits.graph.ids import count_nodes as circuits_count_nodes
-from circuits.graph.ids import load_circuit
-from circuits.labels.features import describe
+from circuits.graph.io import load_circuit
+from circuits.labels.describe import describe
+from circuits.toy.word_classes import WORD_CLASSES
 from viz import plots, report
 from viz._common import count_nodes as viz_count_nodes
+from viz.contexts import context_text, token_spacing
 
 HAS_DOT = shutil.which("dot") is not None
 OUTPUTS = ("circuit.json", "circuit.dot", "circuit.svg", "curve.json", "curve.png", "report.html")
@@ -50,7 +52,10 @@ def runs(tmp_path_factory) -> list[Path]:
             env = dict(os.environ, PYTHONHASHSEED=str(seed), CIRCUITS_CACHE=str(root / "cache"))
             proc = subprocess.Popen(
                 [sys.executable, "-c", CLI, *RUN, "--out", str(root / "out")],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             started.append((root, root / "out", proc))
         outs = []
@@ -72,9 +77,9 @@ def runs(tmp_path_factory) -> list[Path]:
 def _first_difference(a: bytes, b: bytes) -> str:
     """Where two files part, as the first differing line (text) or byte offset."""
     try:
-        lines = zip(a.decode().splitlines(), b.decode().splitlines())
+        lines = zip(a.decode().splitlines(), b.decode().splitlines(), strict=False)  # the shorter one ends
     except UnicodeDecodeError:
-        offset = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        offset = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
         return f"first difference at byte {offset} (sizes {len(a)} and {len(b)})"
     for number, (x, y) in enumerate(lines, 1):
         if x != y:
@@ -91,7 +96,9 @@ def test_outputs_are_byte_identical_across_processes(runs):
     assert expected <= names
     for name in sorted(names):
         a, b = (first / name).read_bytes(), (second / name).read_bytes()
-        assert a == b, f"{name} differs between PYTHONHASHSEED={HASH_SEEDS[0]} and {HASH_SEEDS[1]}: {_first_difference(a, b)}"
+        assert a == b, (
+            f"{name} differs between PYTHONHASHSEED={HASH_SEEDS[0]} and {HASH_SEEDS[1]}: {_first_difference(a, b)}"
+        )
     # The labels, whose tie-breaks were hash-dependent, are part of what was compared.
     circuit = load_circuit(first / "circuit.json")
     labels = [d.get("label") for _, d in circuit.nodes(data=True) if d.get("kind") == "feature"]
@@ -145,16 +152,16 @@ def ctx(*tokens: str, act: float = 1.0) -> dict:
 def test_describe_breaks_ties_in_a_stated_order(contexts, expected):
     """The answer is the same for every order of the contexts (and of the words inside them)."""
     for order in itertools.permutations(contexts):
-        assert describe(list(order)) == expected
+        assert describe(list(order), word_classes=WORD_CLASSES) == expected
         flipped = [dict(c, tokens=list(reversed(c["tokens"][:-1])) + c["tokens"][-1:]) for c in order]
-        assert describe(flipped) == expected
+        assert describe(flipped, word_classes=WORD_CLASSES) == expected
 
 
 def test_describe_ignores_the_hash_order_of_words():
     """Many words tied in every window: the same answer as from their sorted order."""
     words = [f"w{i:02d}" for i in range(40)]
     contexts = [ctx(*words, "."), ctx(*reversed(words), "."), ctx(*words[::2], *words[1::2], ".")]
-    assert describe(contexts) == "'w00'→'.'"
+    assert describe(contexts, word_classes=WORD_CLASSES) == "'w00'→'.'"
 
 
 # ------------------------------------------------------------------------------ report
@@ -163,11 +170,28 @@ def test_describe_ignores_the_hash_order_of_words():
 def _graph(n_features: int = 3) -> nx.DiGraph:
     G = nx.DiGraph(model="m", dictionaries="d", task="t", method="ig", positions="agnostic", n_layers=2)
     for i in range(n_features):
-        G.add_node(f"L0.attn/*/{i}", site="L0.attn", layer=0, sublayer="attn", position="*", feature=i,
-                   kind="feature", effect=1.0 + i, label="")
+        G.add_node(
+            f"L0.attn/*/{i}",
+            site="L0.attn",
+            layer=0,
+            sublayer="attn",
+            position="*",
+            feature=i,
+            kind="feature",
+            effect=1.0 + i,
+            label="",
+        )
         G.add_edge(f"L0.attn/*/{i}", "metric", effect=0.5)
-    G.nodes["metric"].update(site="metric", layer=2, sublayer="metric", position=None, feature=None,
-                             kind="metric", effect=3.0, label="logit diff")
+    G.nodes["metric"].update(
+        site="metric",
+        layer=2,
+        sublayer="metric",
+        position=None,
+        feature=None,
+        kind="metric",
+        effect=3.0,
+        label="logit diff",
+    )
     return G
 
 
@@ -184,24 +208,35 @@ def test_report_header_does_not_count_the_metric():
     assert "<h2>Nodes (3 and the metric)</h2>" in text
 
 
-WORD_CONTEXT = {"tokens": ["<bos>", "While", "Kate", "and", "Oliver"], "acts": [0.0, 0.1, 0.2, 0.4, 2.0], "max_act": 2.0}
-PIECE_CONTEXT = {"tokens": ["<|endoftext|>", "While", " Kate", " and", " Oliver"], "acts": [0.0, 0.1, 0.2, 0.4, 2.0], "max_act": 2.0}
+WORD_CONTEXT = {
+    "tokens": ["<bos>", "While", "Kate", "and", "Oliver"],
+    "acts": [0.0, 0.1, 0.2, 0.4, 2.0],
+    "max_act": 2.0,
+}
+PIECE_CONTEXT = {
+    "tokens": ["<|endoftext|>", "While", " Kate", " and", " Oliver"],
+    "acts": [0.0, 0.1, 0.2, 0.4, 2.0],
+    "max_act": 2.0,
+}
 
 
 def test_context_text_joins_words_and_keeps_pieces():
-    assert report.token_spacing({"a": [WORD_CONTEXT]}) == "words"
-    assert report.token_spacing({"a": [WORD_CONTEXT], "b": [PIECE_CONTEXT]}) == "pieces"
-    assert report.context_text(WORD_CONTEXT["tokens"], "words") == "<bos> While Kate and Oliver"
-    assert report.context_text(PIECE_CONTEXT["tokens"], "pieces") == "<|endoftext|>While Kate and Oliver"
+    assert token_spacing({"a": [WORD_CONTEXT]}) == "words"
+    assert token_spacing({"a": [WORD_CONTEXT], "b": [PIECE_CONTEXT]}) == "pieces"
+    assert context_text(WORD_CONTEXT["tokens"], "words") == "<bos> While Kate and Oliver"
+    assert context_text(PIECE_CONTEXT["tokens"], "pieces") == "<|endoftext|>While Kate and Oliver"
     with pytest.raises(ValueError, match="spacing"):
-        report.context_text(["a"], "spaces")
+        context_text(["a"], "spaces")
 
 
-@pytest.mark.parametrize("context, spacing, shown", [
-    (WORD_CONTEXT, "auto", "&lt;bos&gt; While Kate and Oliver"),
-    (PIECE_CONTEXT, "auto", "&lt;|endoftext|&gt;While Kate and Oliver"),
-    (WORD_CONTEXT, "pieces", "&lt;bos&gt;WhileKateandOliver"),
-])
+@pytest.mark.parametrize(
+    "context, spacing, shown",
+    [
+        (WORD_CONTEXT, "auto", "&lt;bos&gt; While Kate and Oliver"),
+        (PIECE_CONTEXT, "auto", "&lt;|endoftext|&gt;While Kate and Oliver"),
+        (WORD_CONTEXT, "pieces", "&lt;bos&gt;WhileKateandOliver"),
+    ],
+)
 def test_report_contexts_read_as_the_tokenizer_decodes(context, spacing, shown):
     G = _graph(1)
     text = report.build_report(graph=G, diagram_svg="<svg></svg>", contexts={"L0.attn/*/0": [context]}, spacing=spacing)
@@ -224,7 +259,12 @@ def _crowded_curve() -> dict:
         return [((1.2 if x < 40 else 2.5) if (i + phase) % 2 else -0.1) for i, x in enumerate(sizes)]
 
     return {
-        "nodes": sizes, "edges": sizes, "faithfulness": zigzag(0), "completeness": zigzag(1), "cpr": 0.5, "cmd": 0.2,
+        "nodes": sizes,
+        "edges": sizes,
+        "faithfulness": zigzag(0),
+        "completeness": zigzag(1),
+        "cpr": 0.5,
+        "cmd": 0.2,
         "series": {"edge-level ablation": {"edges": sizes, "faithfulness": zigzag(0), "completeness": zigzag(1)}},
     }
 
@@ -232,12 +272,20 @@ def _crowded_curve() -> dict:
 def _run_like_curve() -> dict:
     """The layout of a run's curve.json: an edge curve in the metadata and MIB's areas."""
     return {
-        "schema_version": 1, "sizes_nodes": [0, 1, 32, 128, 1002], "sizes_edges": [0, 1, 120, 1100, 5385],
-        "faithfulness": [0.0, 0.01, 0.55, 0.88, 1.0], "completeness": [1.0, 1.0, 0.82, 0.33, 0.0],
-        "cpr": 0.943, "cmd": 0.056,
-        "metadata": {"edge_curve": {"sizes_edges": [6, 11, 27, 54, 108, 270, 540, 1080, 2700, 5385],
-                                    "faithfulness": [0.17, 0.17, 0.2, 0.53, 0.54, 0.8, 0.92, 0.9, 1.0, 1.0],
-                                    "completeness": [1.02, 1.13, 1.39, 1.04, 0.64, 0.32, 0.22, 0.19, -0.01, 0.0]}},
+        "schema_version": 1,
+        "sizes_nodes": [0, 1, 32, 128, 1002],
+        "sizes_edges": [0, 1, 120, 1100, 5385],
+        "faithfulness": [0.0, 0.01, 0.55, 0.88, 1.0],
+        "completeness": [1.0, 1.0, 0.82, 0.33, 0.0],
+        "cpr": 0.943,
+        "cmd": 0.056,
+        "metadata": {
+            "edge_curve": {
+                "sizes_edges": [6, 11, 27, 54, 108, 270, 540, 1080, 2700, 5385],
+                "faithfulness": [0.17, 0.17, 0.2, 0.53, 0.54, 0.8, 0.92, 0.9, 1.0, 1.0],
+                "completeness": [1.02, 1.13, 1.39, 1.04, 0.64, 0.32, 0.22, 0.19, -0.01, 0.0],
+            }
+        },
     }
 
 

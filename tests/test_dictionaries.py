@@ -11,8 +11,7 @@ import torch
 from sae_lens import SAE, StandardSAE, TopKSAE, Transcoder
 from safetensors.torch import load_file, save_file
 
-from circuits.toy.model import ToyModelConfig, build_model
-from replacement import dictionaries as dmod
+from circuits.toy.model import ToyModelConfig, build_model, shipped_dictionary_set
 from replacement.dictionaries import (
     DictionaryConfig,
     DictionarySet,
@@ -20,8 +19,8 @@ from replacement.dictionaries import (
     MLPNeuronTranscoder,
     TopKTranscoder,
     create_dictionary,
+    hub,
     identity_dictionary,
-    shipped_toy_set,
     site_for_hooks,
 )
 from replacement.errors import DictionaryError, SiteError
@@ -43,7 +42,9 @@ D = 16  # d_model of the tiny model
 def tiny(toy_tokenizer):
     """A 2-layer, d_model-16 random TL-native TransformerBridge (LayerNorm, GELU MLPs)."""
     torch.manual_seed(0)
-    return build_model(ToyModelConfig(n_layers=2, d_model=D, n_heads=2, d_mlp=32, n_ctx=16, seed=0), toy_tokenizer, device="cpu")
+    return build_model(
+        ToyModelConfig(n_layers=2, d_model=D, n_heads=2, d_mlp=32, n_ctx=16, seed=0), toy_tokenizer, device="cpu"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -141,11 +142,19 @@ def test_save_replaces_an_existing_set_atomically(tmp_path):
 def test_set_orders_sites_and_selects_kinds():
     dset = random_set(2, D)
     assert [s.name for s in dset.sites] == [
-        "embed", "L0.attn", "L0.mlp", "L0.transcoder", "L0.resid", "L1.attn", "L1.mlp", "L1.transcoder", "L1.resid",
+        "embed",
+        "L0.attn",
+        "L0.mlp",
+        "L0.transcoder",
+        "L0.resid",
+        "L1.attn",
+        "L1.mlp",
+        "L1.transcoder",
+        "L1.resid",
     ]
     assert [s.kind for s in dset.select(SAE_KINDS).sites if s.layer == 0] == ["attn", "mlp", "resid"]
     assert dset[Site("attn", 1)] is dset["L1.attn"]
-    with pytest.raises(SiteError, match="L7.attn"):
+    with pytest.raises(SiteError, match=r"L7.attn"):
         dset["L7.attn"]
 
 
@@ -213,7 +222,12 @@ def test_train_set_is_seeded_and_fits_the_model(tiny, tiny_tokens, trained_tiny_
     assert dset.info["training"]["tokens"] == sum(t.numel() for t in tiny_tokens)
     cfg = SetTrainConfig(DictionaryConfig(expansion=2, k=4), TrainConfig(steps=40, batch_size=64))
     again, _ = train_set(tiny, tiny_tokens, model_sites(2, ("attn", "transcoder")), cfg)
-    other, _ = train_set(tiny, tiny_tokens, model_sites(2, ("attn", "transcoder")), SetTrainConfig(cfg.dictionary, TrainConfig(steps=40, batch_size=64, seed=1)))
+    other, _ = train_set(
+        tiny,
+        tiny_tokens,
+        model_sites(2, ("attn", "transcoder")),
+        SetTrainConfig(cfg.dictionary, TrainConfig(steps=40, batch_size=64, seed=1)),
+    )
     repeat, _ = train_set(tiny, tiny_tokens, model_sites(2, ("attn", "transcoder")), cfg)
     for name in again:
         assert torch.equal(again[name].W_enc, repeat[name].W_enc)
@@ -263,7 +277,10 @@ def test_report_numbers_match_hand_made_interventions(tiny, tiny_tokens, trained
     zeroed = _ce(tiny, tiny_tokens, [("blocks.1.hook_attn_out", lambda x, hook: torch.zeros_like(x))])
     q = report.sites["L1.attn"]
     assert q.ce_recovered == pytest.approx((zeroed - spliced) / (zeroed - clean), rel=1e-4)
-    xs = [tiny.run_with_cache(t, names_filter="blocks.1.hook_attn_out")[1]["blocks.1.hook_attn_out"].flatten(0, 1) for t in tiny_tokens]
+    xs = [
+        tiny.run_with_cache(t, names_filter="blocks.1.hook_attn_out")[1]["blocks.1.hook_attn_out"].flatten(0, 1)
+        for t in tiny_tokens
+    ]
     x = torch.cat(xs)
     with torch.no_grad():
         f = sae.encode(x)
@@ -280,7 +297,9 @@ def test_report_numbers_match_hand_made_interventions(tiny, tiny_tokens, trained
     ]
     spliced_tc = _ce(tiny, tiny_tokens, hooks)
     zeroed_mlp = _ce(tiny, tiny_tokens, [("blocks.0.hook_mlp_out", lambda x, hook: torch.zeros_like(x))])
-    assert report.sites["L0.transcoder"].ce_recovered == pytest.approx((zeroed_mlp - spliced_tc) / (zeroed_mlp - clean), rel=1e-4)
+    assert report.sites["L0.transcoder"].ce_recovered == pytest.approx(
+        (zeroed_mlp - spliced_tc) / (zeroed_mlp - clean), rel=1e-4
+    )
 
 
 def test_neuron_baseline_is_exact_everywhere(tiny, tiny_tokens):
@@ -321,7 +340,10 @@ def test_scoped_hooks_remove_only_their_own_hooks_even_on_error(tiny, tiny_token
         assert seen  # the foreign hook is still there and ran
     finally:
         point.remove_hooks()
-    with pytest.raises(SiteError, match="blocks.9.hook_mlp_out"), scoped_hooks(tiny, [("blocks.9.hook_mlp_out", lambda x, hook: x)]):
+    with (
+        pytest.raises(SiteError, match=r"blocks.9.hook_mlp_out"),
+        scoped_hooks(tiny, [("blocks.9.hook_mlp_out", lambda x, hook: x)]),
+    ):
         pass
 
 
@@ -332,7 +354,9 @@ def test_scoped_hooks_remove_only_their_own_hooks_even_on_error(tiny, tiny_token
 
 def test_width_mismatch_is_a_dictionary_error(tiny):
     wrong = DictionarySet({Site("attn", 0): create_dictionary(Site("attn", 0), 8, DictionaryConfig(k=2))})
-    with pytest.raises(DictionaryError, match=r"L0\.attn has d_in 8 but hook 'blocks\.0\.hook_attn_out' of the model is 16 wide"):
+    with pytest.raises(
+        DictionaryError, match=r"L0\.attn has d_in 8 but hook 'blocks\.0\.hook_attn_out' of the model is 16 wide"
+    ):
         wrong.validate_for(tiny)
 
 
@@ -347,7 +371,7 @@ def test_index_naming_a_missing_folder(tmp_path):
     index = json.loads((path / "index.json").read_text())
     index["sites"][1]["path"] = "no_such_folder"
     (path / "index.json").write_text(json.dumps(index))
-    with pytest.raises(DictionaryError, match="L0.mlp.*no_such_folder does not exist"):
+    with pytest.raises(DictionaryError, match=r"L0.mlp.*no_such_folder does not exist"):
         DictionarySet.load(path, device="cpu")
 
 
@@ -358,12 +382,12 @@ def test_non_finite_weights(tmp_path, bad):
     state = load_file(str(weights))
     state["W_dec"][3, 2] = bad
     save_file(state, str(weights))
-    with pytest.raises(DictionaryError, match="L0.attn.*W_dec has 1 NaN or infinite"):
+    with pytest.raises(DictionaryError, match=r"L0.attn.*W_dec has 1 NaN or infinite"):
         DictionarySet.load(path, device="cpu")
 
 
 def test_other_malformed_sets(tmp_path):
-    with pytest.raises(DictionaryError, match="has no index.json"):
+    with pytest.raises(DictionaryError, match=r"has no index.json"):
         tmp_path.joinpath("empty").mkdir()
         DictionarySet.load(tmp_path / "empty")
     path = random_set(1, D, kinds=("mlp",)).save(tmp_path / "set")
@@ -371,7 +395,7 @@ def test_other_malformed_sets(tmp_path):
     index["sites"][0]["site"] = "L0.transcoder"  # an SAE where a transcoder belongs
     index["sites"][0].pop("hook_in"), index["sites"][0].pop("hook_out"), index["sites"][0].pop("kind")
     (path / "index.json").write_text(json.dumps(index))
-    with pytest.raises(DictionaryError, match="L0.transcoder needs a transcoder"):
+    with pytest.raises(DictionaryError, match=r"L0.transcoder needs a transcoder"):
         DictionarySet.load(path, device="cpu")
     index["sites"][0]["site"] = "L0.nonsense"
     (path / "index.json").write_text(json.dumps(index))
@@ -382,8 +406,8 @@ def test_other_malformed_sets(tmp_path):
 
 
 def test_pretrained_release_offline_is_one_sentence(monkeypatch):
-    monkeypatch.setattr(dmod, "_hub_reachable", lambda timeout=2.0: False)
-    with pytest.raises(DictionaryError, match="gpt2-small-res-jb.*not reachable") as err:
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(DictionaryError, match=r"gpt2-small-res-jb.*not reachable") as err:
         DictionarySet.from_pretrained("gpt2-small-res-jb")
     assert "\n" not in str(err.value)
 
@@ -396,18 +420,22 @@ def test_pretrained_release_maps_hooks_to_sites(monkeypatch, tiny):
 
     ids = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_post", "blocks.0.hook_attn_out"]
     release = SimpleNamespace(saes_map={i: i for i in ids}, model="tiny")
-    monkeypatch.setattr("sae_lens.loading.pretrained_saes_directory.get_pretrained_saes_directory", lambda: {"fake-res": release})
-    monkeypatch.setattr(dmod, "_hub_reachable", lambda timeout=2.0: True)
+    monkeypatch.setattr(
+        "sae_lens.loading.pretrained_saes_directory.get_pretrained_saes_directory", lambda: {"fake-res": release}
+    )
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: True)
     loaded = []
 
     def fake_from_pretrained(release_name, sae_id, device="cpu"):
         loaded.append((release_name, sae_id))
         return TopKSAE(TopKSAEConfig(d_in=D, d_sae=32, k=4, metadata=SAEMetadata(hook_name=sae_id)))
 
-    monkeypatch.setattr(dmod.SAE, "from_pretrained", fake_from_pretrained)
+    monkeypatch.setattr(SAE, "from_pretrained", fake_from_pretrained)
     dset = DictionarySet.from_pretrained("fake-res", device="cpu", model=tiny)
     assert [s.name for s in dset.sites] == ["embed", "L0.attn", "L0.resid", "L1.resid"]
-    assert dset["L0.resid"].cfg.metadata.hook_name == "blocks.1.hook_resid_pre"  # the same activation as L0's resid_post
+    assert (
+        dset["L0.resid"].cfg.metadata.hook_name == "blocks.1.hook_resid_pre"
+    )  # the same activation as L0's resid_post
     assert loaded == [("fake-res", i) for i in ids]
 
 
@@ -418,7 +446,7 @@ def test_pretrained_release_maps_hooks_to_sites(monkeypatch, tiny):
 
 @pytest.fixture(scope="module")
 def shipped():
-    return DictionarySet.load(shipped_toy_set(), device="cpu")
+    return DictionarySet.load(shipped_dictionary_set(), device="cpu")
 
 
 def test_shipped_set_covers_the_toy_model(toy, shipped):
@@ -482,12 +510,41 @@ def test_cli_train_writes_a_loadable_set(tmp_path, capsys, toy):
     from circuits.app.cli import main
 
     out = tmp_path / "dicts"
-    args = ["dictionaries", "train", "--out", str(out), "--kinds", "attn", "transcoder", "--steps", "3", "--batch-size", "64",
-            "--sentences", "20", "--expansion", "2", "-k", "4", "--quiet", "--device", "cpu"]
+    args = [
+        "dictionaries",
+        "train",
+        "--out",
+        str(out),
+        "--kinds",
+        "attn",
+        "transcoder",
+        "--steps",
+        "3",
+        "--batch-size",
+        "64",
+        "--sentences",
+        "20",
+        "--expansion",
+        "2",
+        "-k",
+        "4",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     assert "saved to" in capsys.readouterr().out
     dset = DictionarySet.load(out, device="cpu")
-    assert [s.name for s in dset.sites] == ["L0.attn", "L0.transcoder", "L1.attn", "L1.transcoder", "L2.attn", "L2.transcoder"]
+    assert [s.name for s in dset.sites] == [
+        "L0.attn",
+        "L0.transcoder",
+        "L1.attn",
+        "L1.transcoder",
+        "L2.attn",
+        "L2.transcoder",
+    ]
     dset.validate_for(toy.model)
-    assert main(["dictionaries", "report", "--dictionaries", str(tmp_path / "missing"), "--quiet", "--device", "cpu"]) == 2
+    assert (
+        main(["dictionaries", "report", "--dictionaries", str(tmp_path / "missing"), "--quiet", "--device", "cpu"]) == 2
+    )
     assert "does not exist" in capsys.readouterr().err

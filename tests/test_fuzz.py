@@ -28,10 +28,11 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from attribution.core import AttributionError
-from circuits.errors import CircuitsError
-from circuits.graph.ids import add_metric, add_node, circuit_from_dict, circuit_to_dict, load_circuit, new_graph
-from circuits.labels.features import text_corpus
+from circuits.data.corpus import text_corpus
 from circuits.data.taskfile import load_task, read_schema_csv
+from circuits.errors import CircuitsError
+from circuits.graph.ids import add_metric, add_node, new_graph
+from circuits.graph.io import circuit_from_dict, circuit_to_dict, load_circuit
 from replacement.errors import ReplacementError
 
 PROJECT_ERRORS = (CircuitsError, ReplacementError, AttributionError)
@@ -76,7 +77,11 @@ def work(tmp_path_factory) -> Path:
 # ----------------------------------------------------------------------------------- strategies
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.integers(), st.floats(allow_nan=False),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.integers(),
+    st.floats(allow_nan=False),
     st.text(max_size=12),
 )
 json_values = st.recursive(
@@ -86,10 +91,22 @@ json_values = st.recursive(
 )
 odd_bytes = st.one_of(
     st.binary(max_size=200),
-    st.sampled_from([
-        b"\xff\xfe", b"\xef\xbb\xbf", b"\x00", b"\xc3", b"\xed\xa0\x80", b"\r", b"\n\n", b"[[[[", b'"\\ud800"',
-        b"\n" + b"[" * 100_000, b'\n{"clean_prefix": ' + b"9" * 5000 + b"}", b'"a' + b"x" * 200_000 + b'"',
-    ]),
+    st.sampled_from(
+        [
+            b"\xff\xfe",
+            b"\xef\xbb\xbf",
+            b"\x00",
+            b"\xc3",
+            b"\xed\xa0\x80",
+            b"\r",
+            b"\n\n",
+            b"[[[[",
+            b'"\\ud800"',
+            b"\n" + b"[" * 100_000,
+            b'\n{"clean_prefix": ' + b"9" * 5000 + b"}",
+            b'"a' + b"x" * 200_000 + b'"',
+        ]
+    ),
 )
 
 
@@ -136,25 +153,32 @@ def mutated(draw, base: object, extra: st.SearchStrategy | None = None):
 def task_lines(draw, words: list[str]) -> str:
     """A task JSONL file's text: mostly well-formed records with some bad lines, fields and words."""
     word = st.sampled_from(words)
-    prompt = st.one_of(st.lists(word, min_size=1, max_size=6).map(" ".join), st.text(max_size=12),
-                       st.sampled_from(["\ud800", "Mary \udfff", " ", "\u2028", "Mary\x00"]))
+    prompt = st.one_of(
+        st.lists(word, min_size=1, max_size=6).map(" ".join),
+        st.text(max_size=12),
+        st.sampled_from(["\ud800", "Mary \udfff", " ", "\u2028", "Mary\x00"]),
+    )
     answer = st.one_of(word.map(lambda w: " " + w), st.text(max_size=6), st.just("\udc80"))
     record = st.fixed_dictionaries(
         {"clean_prefix": prompt, "patch_prefix": prompt, "clean_answer": answer, "patch_answer": answer},
         optional={"case": json_values, "clean_answers": st.lists(answer, max_size=3), "patch_answers": json_values},
     )
     n = draw(st.integers(1, 5))
-    same_length = st.fixed_dictionaries({
-        "clean_prefix": st.lists(word, min_size=n, max_size=n).map(" ".join),
-        "patch_prefix": st.lists(word, min_size=n, max_size=n).map(" ".join),
-        "clean_answer": word.map(lambda w: " " + w), "patch_answer": word.map(lambda w: " " + w),
-    })
+    same_length = st.fixed_dictionaries(
+        {
+            "clean_prefix": st.lists(word, min_size=n, max_size=n).map(" ".join),
+            "patch_prefix": st.lists(word, min_size=n, max_size=n).map(" ".join),
+            "clean_answer": word.map(lambda w: " " + w),
+            "patch_answer": word.map(lambda w: " " + w),
+        }
+    )
     line = st.one_of(
         same_length.map(json.dumps),
         same_length.map(json.dumps),
         record.map(json.dumps),
-        mutated({"clean_prefix": "a", "patch_prefix": "b", "clean_answer": " c", "patch_answer": " d"},
-                extra=prompt).map(json.dumps),
+        mutated(
+            {"clean_prefix": "a", "patch_prefix": "b", "clean_answer": " c", "patch_answer": " d"}, extra=prompt
+        ).map(json.dumps),
         json_values.map(json.dumps),
         st.text(max_size=30),
     )
@@ -170,7 +194,11 @@ def test_task_file_text(work, toy_tokenizer, data):
 
 
 @FAST
-@given(head=st.one_of(st.just(b""), st.binary(max_size=60)), bad=odd_bytes, tail=st.one_of(st.just(b""), st.binary(max_size=60)))
+@given(
+    head=st.one_of(st.just(b""), st.binary(max_size=60)),
+    bad=odd_bytes,
+    tail=st.one_of(st.just(b""), st.binary(max_size=60)),
+)
 def test_task_file_bytes(work, toy_tokenizer, head, bad, tail):
     path = fresh(work, ".jsonl")
     good = json.dumps({"clean_prefix": "Mary", "patch_prefix": "John", "clean_answer": " is", "patch_answer": " are"})
@@ -184,7 +212,9 @@ span_names = st.one_of(
     st.sampled_from(["prefix", "subj", "IO", "S1", "end", "prompt", "length", "", "1", "*", "a/b", "x y", "é"]),
     st.text(max_size=5),
 )
-cells = st.one_of(st.integers(-3, 12).map(str), st.sampled_from(["", " 2 ", "1.5", "x", "9" * 5000]), st.text(max_size=4))
+cells = st.one_of(
+    st.integers(-3, 12).map(str), st.sampled_from(["", " 2 ", "1.5", "x", "9" * 5000]), st.text(max_size=4)
+)
 
 
 @st.composite
@@ -224,10 +254,12 @@ def test_schema_csv_text(work, toy_tokenizer, data):
     csv_path.write_text(text, encoding="utf-8", errors="surrogatepass")
     load_or_refuse(lambda: read_schema_csv(csv_path), csv_path)
     task = fresh(work, ".jsonl")
-    task.write_text("".join(
-        json.dumps({"clean_prefix": p, "patch_prefix": p, "clean_answer": " is", "patch_answer": " are"}) + "\n"
-        for p in PROMPTS
-    ))
+    task.write_text(
+        "".join(
+            json.dumps({"clean_prefix": p, "patch_prefix": p, "clean_answer": " is", "patch_answer": " are"}) + "\n"
+            for p in PROMPTS
+        )
+    )
     try:
         load_task(task, toy_tokenizer, schema=csv_path)
     except PROJECT_ERRORS as err:
@@ -235,7 +267,11 @@ def test_schema_csv_text(work, toy_tokenizer, data):
 
 
 @FAST
-@given(head=st.one_of(st.just(b""), st.binary(max_size=40)), bad=odd_bytes, tail=st.one_of(st.just(b""), st.binary(max_size=40)))
+@given(
+    head=st.one_of(st.just(b""), st.binary(max_size=40)),
+    bad=odd_bytes,
+    tail=st.one_of(st.just(b""), st.binary(max_size=40)),
+)
 def test_schema_csv_bytes(work, head, bad, tail):
     path = fresh(work, ".csv")
     path.write_bytes(head + b"prompt,a,end,length\nThen Mary,0,2,3\n" + bad + tail)
@@ -247,10 +283,18 @@ def test_schema_csv_bytes(work, head, bad, tail):
 
 def good_circuit(positions: str) -> dict:
     """A valid circuit.json object with a node of every kind."""
-    pos = {"token": (1, 2), "schema": ("IO", "END"), "agnostic": ("*", "*")}[positions]
+    columns: dict[str, tuple[int | str, int | str]] = {"token": (1, 2), "schema": ("IO", "END"), "agnostic": ("*", "*")}
+    pos = columns[positions]
     labels = {"token": ["<bos>", "Mary", "John"], "schema": ["IO", "END"], "agnostic": ["*"]}[positions]
-    G = new_graph(model="toy", dictionaries="toy-saes", task="ioi", method="ig", positions=positions,
-                  position_labels=labels, n_layers=2)
+    G = new_graph(
+        model="toy",
+        dictionaries="toy-saes",
+        task="ioi",
+        method="ig",
+        positions=positions,
+        position_labels=labels,
+        n_layers=2,
+    )
     m = add_metric(G, effect=0.5, label="logit diff")
     e = add_node(G, "embed", pos[0], 17, effect=-0.25)
     t = add_node(G, "L0.transcoder", pos[1], "err", effect=0.125)
@@ -262,7 +306,9 @@ def good_circuit(positions: str) -> dict:
 
 
 node_ids = st.one_of(
-    st.from_regex(r"\A(embed|L[0-9]\.(attn|mlp|resid|transcoder|conv)|metric)/([0-9]{1,2}|IO|END|S1|\*|0[0-9])/([0-9]{1,3}|err|ERR)\Z"),
+    st.from_regex(
+        r"\A(embed|L[0-9]\.(attn|mlp|resid|transcoder|conv)|metric)/([0-9]{1,2}|IO|END|S1|\*|0[0-9])/([0-9]{1,3}|err|ERR)\Z"
+    ),
     st.sampled_from(["metric", "Metric", "embed/1/17", "L9.resid/2/5", "L1.resid/2/5"]),
 )
 
@@ -282,7 +328,7 @@ def test_circuit_json_bytes(work, data, cut, bad):
     text = json.dumps(good_circuit("token")).encode()
     cut = min(cut, len(text))
     path = fresh(work, ".json")
-    path.write_bytes(text[:cut] + bad + text[cut + data.draw(st.integers(0, 3)):])
+    path.write_bytes(text[:cut] + bad + text[cut + data.draw(st.integers(0, 3)) :])
     load_or_refuse(lambda: load_circuit(path), path)
 
 
@@ -303,8 +349,16 @@ def make_good_set(folder: Path) -> Path:
 
 def fake_model(d_model: int = D) -> SimpleNamespace:
     """What ``DictionarySet.validate_for`` reads of a model: its hooks and widths (one layer)."""
-    hooks = {h: None for h in ("blocks.0.hook_resid_pre", "blocks.0.hook_attn_out", "blocks.0.ln2.hook_out",
-                               "blocks.0.hook_mlp_out", "blocks.0.hook_resid_post")}
+    hooks = {
+        h: None
+        for h in (
+            "blocks.0.hook_resid_pre",
+            "blocks.0.hook_attn_out",
+            "blocks.0.ln2.hook_out",
+            "blocks.0.hook_mlp_out",
+            "blocks.0.hook_resid_post",
+        )
+    }
     return SimpleNamespace(hook_dict=hooks, cfg=SimpleNamespace(n_layers=1, d_model=d_model))
 
 
@@ -313,8 +367,13 @@ def good_set(work) -> Path:
     return make_good_set(work)
 
 
-SET_FILES = ["index.json", "L0.attn/cfg.json", "L0.attn/sae_weights.safetensors", "L0.transcoder/cfg.json",
-             "L0.transcoder/sae_weights.safetensors"]
+SET_FILES = [
+    "index.json",
+    "L0.attn/cfg.json",
+    "L0.attn/sae_weights.safetensors",
+    "L0.transcoder/cfg.json",
+    "L0.transcoder/sae_weights.safetensors",
+]
 shapes = st.lists(st.integers(0, 9), min_size=0, max_size=3)
 
 
@@ -339,7 +398,9 @@ def damage(folder: Path, change) -> None:
     kind, site, detail = change
     if kind == "index":
         index = json.loads((folder / "index.json").read_text())
-        (folder / "index.json").write_text(json.dumps(detail.draw(mutated(index, extra=st.sampled_from(["L0.mlp", "L0.attn", "L1.attn", "x"])))))
+        (folder / "index.json").write_text(
+            json.dumps(detail.draw(mutated(index, extra=st.sampled_from(["L0.mlp", "L0.attn", "L1.attn", "x"]))))
+        )
     elif kind == "cfg":
         cfg_file = folder / site / "cfg.json"
         cfg = json.loads(cfg_file.read_text())
@@ -441,10 +502,20 @@ def at_least(low):
 is_seed = lambda v: isinstance(v, int) and 0 <= v < 2**32  # noqa: E731
 # (command, flag, attribute, what a parsed value must satisfy)
 FLAGS = [
-    *[("discover", f, a, at_least(1)) for f, a in [
-        ("--steps", "steps"), ("--nodes", "nodes"), ("--examples", "examples"), ("--eval-examples", "eval_examples"),
-        ("--max-nodes", "max_nodes"), ("--max-targets", "max_targets"), ("--edge-examples", "edge_examples"),
-        ("--curve-points", "curve_points"), ("--threads", "threads")]],
+    *[
+        ("discover", f, a, at_least(1))
+        for f, a in [
+            ("--steps", "steps"),
+            ("--nodes", "nodes"),
+            ("--examples", "examples"),
+            ("--eval-examples", "eval_examples"),
+            ("--max-nodes", "max_nodes"),
+            ("--max-targets", "max_targets"),
+            ("--edge-examples", "edge_examples"),
+            ("--curve-points", "curve_points"),
+            ("--threads", "threads"),
+        ]
+    ],
     ("discover", "--seed", "seed", is_seed),
     ("discover", "--node-threshold", "node_threshold", lambda v: math.isfinite(v) and v >= 0),
     ("discover", "--faithfulness", "faithfulness", lambda v: 0 < v <= 1),
@@ -456,9 +527,17 @@ FLAGS = [
     ("validate", "--steps", "steps", at_least(1)),
     ("validate", "--edges", "edges", at_least(3)),
     ("validate", "--seed", "seed", is_seed),
-    *[("dict-train", f, a, at_least(1)) for f, a in [
-        ("--expansion", "expansion"), ("--d-sae", "d_sae"), ("--k", "k"), ("--sentences", "sentences"),
-        ("--steps", "steps"), ("--batch-size", "batch_size")]],
+    *[
+        ("dict-train", f, a, at_least(1))
+        for f, a in [
+            ("--expansion", "expansion"),
+            ("--d-sae", "d_sae"),
+            ("--k", "k"),
+            ("--sentences", "sentences"),
+            ("--steps", "steps"),
+            ("--batch-size", "batch_size"),
+        ]
+    ],
     ("dict-train", "--l1", "l1", lambda v: math.isfinite(v) and v >= 0),
     ("dict-train", "--lr", "lr", lambda v: math.isfinite(v) and v > 0),
     ("dict-train", "--seed", "seed", is_seed),
@@ -476,7 +555,10 @@ FLAGS = [
 ]
 
 flag_values = st.one_of(
-    st.integers(-5, 5), st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["", " ", "1e3", "0x10", "٣", "2_0", "nan"]),
+    st.integers(-5, 5),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["", " ", "1e3", "0x10", "٣", "2_0", "nan"]),
     st.text(alphabet=string.digits + string.ascii_letters + "-+. _", max_size=8),
 ).map(str)
 

@@ -16,18 +16,15 @@ from circuits.graph.ids import (
     METRIC,
     add_metric,
     add_node,
-    check_compatible,
     count_nodes,
-    load_circuit,
     new_graph,
     node_attributes,
     node_id,
     parse_node_id,
     position_column,
     row_key,
-    save_circuit,
-    validate_graph,
 )
+from circuits.graph.io import check_compatible, load_circuit, save_circuit, validate_graph
 
 
 def bits(x: float) -> bytes:
@@ -36,10 +33,20 @@ def bits(x: float) -> bytes:
 
 def small_graph(positions: str = "token") -> nx.DiGraph:
     """Four nodes inserted out of row order, with awkward floats and edges added in a scrambled order."""
-    pos = {"token": (1, 2), "schema": ("IO", "END"), "agnostic": ("*", "*")}[positions]
+    columns: dict[str, tuple[int | str, int | str]] = {"token": (1, 2), "schema": ("IO", "END"), "agnostic": ("*", "*")}
+    pos = columns[positions]
     labels = {"token": ["<bos>", "Mary", "John"], "schema": ["IO", "END"], "agnostic": ["*"]}[positions]
-    G = new_graph(model="toy", dictionaries="toy-saes", task="ioi", method="ig", positions=positions,
-                  position_labels=labels, n_layers=2, seed=7, notes={"k": [1, 2.5]})
+    G = new_graph(
+        model="toy",
+        dictionaries="toy-saes",
+        task="ioi",
+        method="ig",
+        positions=positions,
+        position_labels=labels,
+        n_layers=2,
+        seed=7,
+        notes={"k": [1, 2.5]},
+    )
     r = add_node(G, "L1.resid", pos[1], 5, effect=1e-300, label="name mover")
     m = add_metric(G, effect=0.1 + 0.2, label="logit diff")
     e = add_node(G, "embed", pos[0], 17, effect=-0.0)
@@ -83,8 +90,21 @@ def test_parse_metric():
 
 @pytest.mark.parametrize(
     "bad",
-    ["L1.attn/5", "L1.attn/5/1/2", "L1.foo/5/1", "X1.attn/5/1", "embed/05/1", "embed/5/01", "embed/5/-1",
-     "embed/5/abc", "embed//1", "embed/5/ERR", "", "Metric", 7],
+    [
+        "L1.attn/5",
+        "L1.attn/5/1/2",
+        "L1.foo/5/1",
+        "X1.attn/5/1",
+        "embed/05/1",
+        "embed/5/01",
+        "embed/5/-1",
+        "embed/5/abc",
+        "embed//1",
+        "embed/5/ERR",
+        "",
+        "Metric",
+        7,
+    ],
 )
 def test_parse_node_id_refuses(bad):
     with pytest.raises(CircuitError):
@@ -107,19 +127,39 @@ def test_node_id_refuses_unknown_site():
 
 def test_node_attributes():
     assert node_attributes("embed", "IO", 3, effect=0.5) == {
-        "site": "embed", "layer": -1, "sublayer": "embed", "position": "IO", "feature": 3,
-        "kind": "feature", "effect": 0.5, "label": "",
+        "site": "embed",
+        "layer": -1,
+        "sublayer": "embed",
+        "position": "IO",
+        "feature": 3,
+        "kind": "feature",
+        "effect": 0.5,
+        "label": "",
     }
     err = node_attributes("L2.transcoder", 4, "err")
     assert (err["layer"], err["sublayer"], err["feature"], err["kind"]) == (2, "transcoder", None, "error")
 
 
 def test_row_key_orders_sublayers_bottom_to_top():
-    G = new_graph(model="m", dictionaries="d", task="t", method="x", positions="agnostic", position_labels=["*"], n_layers=2)
-    ids = [add_node(G, s, "*", 0) for s in ("L1.resid", "L0.mlp", "embed", "L1.attn", "L0.resid", "L1.transcoder", "L0.attn")]
+    G = new_graph(
+        model="m", dictionaries="d", task="t", method="x", positions="agnostic", position_labels=["*"], n_layers=2
+    )
+    ids = [
+        add_node(G, s, "*", 0)
+        for s in ("L1.resid", "L0.mlp", "embed", "L1.attn", "L0.resid", "L1.transcoder", "L0.attn")
+    ]
     add_metric(G)
     order = sorted(G, key=lambda n: row_key(G.nodes[n]))
-    assert order == ["embed/*/0", "L0.attn/*/0", "L0.mlp/*/0", "L0.resid/*/0", "L1.attn/*/0", "L1.transcoder/*/0", "L1.resid/*/0", METRIC]
+    assert order == [
+        "embed/*/0",
+        "L0.attn/*/0",
+        "L0.mlp/*/0",
+        "L0.resid/*/0",
+        "L1.attn/*/0",
+        "L1.transcoder/*/0",
+        "L1.resid/*/0",
+        METRIC,
+    ]
     assert [row_key(G.nodes[n]) for n in ("embed/*/0", ids[1], ids[5], METRIC)] == [(-1, -1), (0, 1), (1, 1), (2, 0)]
     assert row_key(G.nodes["L1.transcoder/*/0"]) == row_key(G.nodes[add_node(G, "L1.mlp", "*", 3)])
 
@@ -166,9 +206,22 @@ def test_file_layout(tmp_path):
     assert list(data) == ["schema_version", "metadata", "nodes", "edges"]
     assert data["schema_version"] == 1
     assert {k: data["metadata"][k] for k in ("model", "dictionaries", "task", "method")} == {
-        "model": "toy", "dictionaries": "toy-saes", "task": "ioi", "method": "ig"}
-    assert data["nodes"][0] == {"id": "L1.resid/2/5", "site": "L1.resid", "layer": 1, "sublayer": "resid", "position": 2,
-                                "feature": 5, "kind": "feature", "effect": 1e-300, "label": "name mover"}
+        "model": "toy",
+        "dictionaries": "toy-saes",
+        "task": "ioi",
+        "method": "ig",
+    }
+    assert data["nodes"][0] == {
+        "id": "L1.resid/2/5",
+        "site": "L1.resid",
+        "layer": 1,
+        "sublayer": "resid",
+        "position": 2,
+        "feature": 5,
+        "kind": "feature",
+        "effect": 1e-300,
+        "label": "name mover",
+    }
     assert data["edges"][0] == {"source": "L1.resid/2/5", "target": "metric", "effect": 0.30000000000000004}
 
 
@@ -218,7 +271,7 @@ def _good(tmp_path) -> dict:
 
 
 def test_load_refuses_non_json(tmp_path):
-    with pytest.raises(CircuitError, match="not a circuit file.*invalid JSON"):
+    with pytest.raises(CircuitError, match=r"not a circuit file.*invalid JSON"):
         load_circuit(_write(tmp_path, "model,task\n"))
 
 
@@ -260,16 +313,36 @@ def test_load_refuses_metadata_without_names(tmp_path, key):
 
 def test_load_refuses_bad_nodes_and_edges(tmp_path):
     cases = []
-    d = _good(tmp_path); del d["nodes"][0]["id"]; cases.append((d, "string 'id'"))
-    d = _good(tmp_path); del d["nodes"][1]["effect"]; cases.append((d, "lacks 'effect'"))
-    d = _good(tmp_path); d["nodes"].append(dict(d["nodes"][0])); cases.append((d, "listed twice"))
-    d = _good(tmp_path); d["nodes"][0]["layer"] = 0; cases.append((d, "layer=0"))
-    d = _good(tmp_path); d["nodes"][0]["position"] = "2"; cases.append((d, "position"))
-    d = _good(tmp_path); d["edges"][0]["target"] = "L1.resid/2/6"; cases.append((d, "not a node"))
-    d = _good(tmp_path); del d["edges"][0]["effect"]; cases.append((d, "lacks 'effect'"))
-    d = _good(tmp_path); d["edges"].append(dict(d["edges"][0])); cases.append((d, "listed twice"))
-    d = _good(tmp_path); d["edges"][0]["effect"] = "big"; cases.append((d, "finite number"))
-    d = _good(tmp_path); d["edges"].append({"source": "metric", "target": "embed/1/17", "effect": 1.0}); cases.append((d, "up a row"))
+    d = _good(tmp_path)
+    del d["nodes"][0]["id"]
+    cases.append((d, "string 'id'"))
+    d = _good(tmp_path)
+    del d["nodes"][1]["effect"]
+    cases.append((d, "lacks 'effect'"))
+    d = _good(tmp_path)
+    d["nodes"].append(dict(d["nodes"][0]))
+    cases.append((d, "listed twice"))
+    d = _good(tmp_path)
+    d["nodes"][0]["layer"] = 0
+    cases.append((d, "layer=0"))
+    d = _good(tmp_path)
+    d["nodes"][0]["position"] = "2"
+    cases.append((d, "position"))
+    d = _good(tmp_path)
+    d["edges"][0]["target"] = "L1.resid/2/6"
+    cases.append((d, "not a node"))
+    d = _good(tmp_path)
+    del d["edges"][0]["effect"]
+    cases.append((d, "lacks 'effect'"))
+    d = _good(tmp_path)
+    d["edges"].append(dict(d["edges"][0]))
+    cases.append((d, "listed twice"))
+    d = _good(tmp_path)
+    d["edges"][0]["effect"] = "big"
+    cases.append((d, "finite number"))
+    d = _good(tmp_path)
+    d["edges"].append({"source": "metric", "target": "embed/1/17", "effect": 1.0})
+    cases.append((d, "up a row"))
     for data, message in cases:
         with pytest.raises(CircuitError, match=message):
             load_circuit(_write(tmp_path, data))

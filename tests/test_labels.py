@@ -7,22 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import circuits.labels.features as labels_mod
+import circuits.labels as labels_mod
+from circuits.data.corpus import Corpus, CorpusError, text_corpus, toy_corpus
 from circuits.graph.ids import add_metric, add_node, new_graph
-from circuits.labels.features import (
-    Corpus,
-    CorpusError,
-    contexts_for,
-    describe,
-    feature_labels,
-    label_circuit,
-    label_graph,
-    load_labels,
-    save_labels,
-    text_corpus,
-    top_contexts,
-    toy_corpus,
-)
+from circuits.labels import contexts_for, feature_labels, label_circuit, label_graph
+from circuits.labels.cache import cache_dir, load_labels, save_labels
+from circuits.labels.describe import describe
+from circuits.labels.scan import top_contexts
+from circuits.toy.word_classes import WORD_CLASSES
 from replacement.dictionaries import (
     DictionaryConfig,
     create_dictionary,
@@ -67,7 +59,7 @@ def brute_force(rm: ReplacementModel, batches) -> dict[str, tuple[torch.Tensor, 
     where: dict[str, list] = {n: [] for n in rm.site_names}
     feats: dict[str, list] = {n: [] for n in rm.site_names}
     for tokens, lengths in batches:
-        records = rm.activations(tokens)
+        records = rm.activations(tokens).records
         for name in rm.site_names:
             for row, length in enumerate(lengths.tolist()):
                 f = records[name].features[row, :length]
@@ -193,7 +185,10 @@ def test_text_corpus(toy, tmp_path):
     path = tmp_path / "texts.txt"
     path.write_text("Mary went to the park .\n\n  John likes the cake .  \n")
     corpus = text_corpus(path, toy.tokenizer)
-    assert corpus.tokens == [["<bos>", "Mary", "went", "to", "the", "park", "."], ["<bos>", "John", "likes", "the", "cake", "."]]
+    assert corpus.tokens == [
+        ["<bos>", "Mary", "went", "to", "the", "park", "."],
+        ["<bos>", "John", "likes", "the", "cake", "."],
+    ]
     path.write_text("Mary went to the park .\nMary zzyzx .\n")
     with pytest.raises(Exception, match=r"texts\.txt, line 2.*zzyzx"):
         text_corpus(path, toy.tokenizer)
@@ -222,8 +217,15 @@ def ctx(*tokens: str, act: float = 1.0) -> dict:
         ([ctx("Mary", ","), ctx("John", "."), ctx("Anna", "and"), ctx("to", "to")], "after names"),
         ([ctx("a", "to"), ctx("b", "to"), ctx("c", "."), ctx("d", ","), ctx("e", "and")], "'to' 40%"),
         # a context word shared by most contexts names what a feature at punctuation reads
-        ([ctx("Ben", "and", "Lisa", "."), ctx("Anna", "gave", "Ben", ","), ctx("Ben", "saw", "the", "."), ctx("the", ".")],
-         "'Ben'→'.'"),
+        (
+            [
+                ctx("Ben", "and", "Lisa", "."),
+                ctx("Anna", "gave", "Ben", ","),
+                ctx("Ben", "saw", "the", "."),
+                ctx("the", "."),
+            ],
+            "'Ben'→'.'",
+        ),
         ([ctx("the", "cat", "."), ctx("a", "dog", "."), ctx("the", "park", ".")], "'.'"),  # no shared word
         ([ctx("the", "."), ctx("the", "."), ctx("and", ".")], "'.'"),  # function words do not count
         ([], "inactive"),
@@ -231,13 +233,28 @@ def ctx(*tokens: str, act: float = 1.0) -> dict:
     ],
 )
 def test_describe(contexts, expected):
-    assert describe(contexts) == expected
+    assert describe(contexts, word_classes=WORD_CLASSES) == expected
+
+
+def test_describe_names_only_the_word_classes_it_is_given():
+    names = [ctx("to", "Mary"), ctx("to", "John"), ctx("and", "Anna"), ctx("the", "park")]
+    assert describe(names, word_classes=WORD_CLASSES) == "names"
+    assert describe(names) == "'Anna' 25%"  # no classes (a model other than the toy): the top token and its share
+    assert describe(names, word_classes=[("people", frozenset({"mary", "john", "anna"}))]) == "people"  # any case
 
 
 def test_label_graph_and_contexts_for(toy, corpus):
     labels = feature_labels(small_rm(toy), toy.tokenizer, corpus, k=3, cache=False)
     active = next(f for f in range(D_SAE) if labels.contexts("L0.attn", f))
-    G = new_graph(model="toy", dictionaries="fresh", task="t", method="ig", positions="schema", position_labels=["IO", "end"], n_layers=3)
+    G = new_graph(
+        model="toy",
+        dictionaries="fresh",
+        task="t",
+        method="ig",
+        positions="schema",
+        position_labels=["IO", "end"],
+        n_layers=3,
+    )
     feature = add_node(G, "L0.attn", "IO", active, effect=1.0)
     error = add_node(G, "L0.attn", "end", "err", effect=0.5)
     other = add_node(G, "L2.attn", "end", 3, effect=0.2, label="kept")
@@ -255,13 +272,15 @@ def test_label_graph_and_contexts_for(toy, corpus):
     G.nodes[feature]["label"] = ""
     assert label_circuit(G, small_rm(toy), toy.tokenizer, corpus, k=3, cache=False) == found
     assert G.nodes[feature]["label"] == labels.describe("L0.attn", active)
+    label_circuit(G, small_rm(toy), toy.tokenizer, corpus, k=3, cache=False, word_classes=WORD_CLASSES)
+    assert G.nodes[feature]["label"] == labels.describe("L0.attn", active, WORD_CLASSES)
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path / "c"))
-    assert labels_mod.cache_dir() == tmp_path / "c" / "labels"
+    assert cache_dir() == tmp_path / "c" / "labels"
     monkeypatch.delenv("CIRCUITS_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
-    assert labels_mod.cache_dir() == tmp_path / "x" / "sparse-circuits" / "labels"
+    assert cache_dir() == tmp_path / "x" / "sparse-circuits" / "labels"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert labels_mod.cache_dir() == Path.home() / ".cache" / "sparse-circuits" / "labels"
+    assert cache_dir() == Path.home() / ".cache" / "sparse-circuits" / "labels"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import huggingface_hub.constants
 import pytest
@@ -17,14 +17,15 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from circuits.evaluation.behaviour import run_task
-from circuits.errors import ModelLoadError, TaskError
 from circuits.app.loading import HFTokenizer, LoadedModel, load_model
 from circuits.data.taskfile import load_task, save_task
 from circuits.data.tasks import Task, make_task, metric_per_example
-from circuits.toy.language import NAMES, generate_corpus
+from circuits.errors import ModelLoadError, TaskError
+from circuits.evaluation.behaviour import run_task
+from circuits.toy.language import generate_corpus
 from circuits.toy.model import ToyModelConfig, save_model
 from circuits.toy.tokenizer import WordTokenizer, to_hf_tokenizer
+from circuits.toy.words import NAMES
 
 
 @pytest.fixture
@@ -59,8 +60,10 @@ def bpe_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(generate_corpus(2000, seed=1), trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
@@ -96,7 +99,9 @@ def test_default_is_the_toy_model(toy: LoadedModel) -> None:
 
 
 def test_a_saved_toy_model_folder_loads_by_path(toy: LoadedModel, tmp_path: Path) -> None:
-    config = ToyModelConfig(**{k: toy.model.cfg.__dict__[k] for k in ("n_layers", "d_model", "n_heads", "d_mlp", "n_ctx")})
+    config = ToyModelConfig(
+        **{k: toy.model.cfg.__dict__[k] for k in ("n_layers", "d_model", "n_heads", "d_mlp", "n_ctx")}
+    )
     save_model(toy.model, toy.tokenizer, config, tmp_path / "copy")
     copy = load_model(str(tmp_path / "copy"), device="cpu")
     assert copy.name == str(tmp_path / "copy")
@@ -108,7 +113,7 @@ def test_a_saved_toy_model_folder_loads_by_path(toy: LoadedModel, tmp_path: Path
 def test_a_folder_without_the_model_files_is_a_load_error(tmp_path: Path) -> None:
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "model.json").write_text("{}")
-    with pytest.raises(ModelLoadError, match="lacks model.safetensors"):
+    with pytest.raises(ModelLoadError, match=r"lacks model\.safetensors"):
         load_model(str(tmp_path / "half"), device="cpu")
 
 
@@ -172,7 +177,7 @@ def test_bridge_logits_equal_the_hf_model(
 def test_tasks_through_the_hf_tokenizer_match_the_toy_tokenizer(
     word_level_gpt2: tuple[LoadedModel, GPT2LMHeadModel], toy_tokenizer: WordTokenizer
 ) -> None:
-    loaded, hf = word_level_gpt2
+    loaded, _hf = word_level_gpt2
     for name in ("sva-simple", "ioi-baba", "greater-than"):
         ours = make_task(name, loaded.tokenizer, n=16)
         toy_task = make_task(name, toy_tokenizer, n=16)
@@ -182,7 +187,9 @@ def test_tasks_through_the_hf_tokenizer_match_the_toy_tokenizer(
     assert loaded.model.to_tokens("The teachers")[0].tolist() == toy_tokenizer.encode("The teachers")
 
 
-def test_run_task_on_the_hf_path_equals_the_metric_of_the_hf_model(word_level_gpt2: tuple[LoadedModel, GPT2LMHeadModel]) -> None:
+def test_run_task_on_the_hf_path_equals_the_metric_of_the_hf_model(
+    word_level_gpt2: tuple[LoadedModel, GPT2LMHeadModel],
+) -> None:
     loaded, hf = word_level_gpt2
     task = make_task("sva-simple", loaded.tokenizer, n=16)
     result = run_task(loaded.model, task, loaded.tokenizer.pad_id)
@@ -209,19 +216,19 @@ def test_words_a_bpe_tokenizer_splits_are_refused_as_answers(bpe_gpt2) -> None:
         tok.token_id(split[0], source="names.jsonl", line=3)
     assert str(info.value).startswith(f"names.jsonl, line 3: answer {split[0]!r} is ")
     assert "an answer must be one" in str(info.value)
-    with pytest.raises(TaskError, match="only 0 of .* fit this tokenizer"):
+    with pytest.raises(TaskError, match=r"only 0 of .* fit this tokenizer"):
         make_task("sva-simple", tok, n=8)  # its subjects split: the last token is never a whole word
 
 
 def test_a_bpe_task_lines_up_prompts_of_different_lengths(bpe_gpt2, tmp_path: Path) -> None:
-    loaded, hf, _ = bpe_gpt2
+    loaded, _hf, _ = bpe_gpt2
     tok = loaded.tokenizer
     task = make_task("ioi", tok, n=24)
     assert any(len(e.clean) != len(e.corrupted) for e in task.examples), "the check needs unequal lengths"
     for ex in task.examples:
         assert ex.schema.names == ex.corrupted_schema.names
         assert len(ex.answers) == len(ex.wrong) == 1
-        assert tok.decode(ex.clean[ex.schema.spans[-1].start:]) == " to"
+        assert tok.decode(ex.clean[ex.schema.spans[-1].start :]) == " to"
     paths = tmp_path / "ioi.jsonl", tmp_path / "ioi_schema.csv", tmp_path / "ioi_corrupted.csv"
     save_task(task, *paths)
     again = load_task(paths[0], tok, schema=paths[1], corrupted_schema=paths[2])

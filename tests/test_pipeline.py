@@ -10,20 +10,38 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
-from circuits.app.cli import main
-from circuits.evaluation.curves import Curve
-from circuits.errors import CircuitError
-from circuits.graph.ids import count_nodes, load_circuit
-from circuits.app.pipeline import DiscoverConfig, diagram_view, discover, evaluate_saved
-from viz.diagram import render
-from replacement.dictionaries import DictionaryConfig, DictionarySet, create_dictionary
-from replacement.sites import SAE_KINDS, model_sites
-
 from _browser import CHROMIUM, browse
 
+from circuits.app.cli import main
+from circuits.app.config import CurveConfig, DataConfig, DiscoverConfig, EvaluateConfig, ModelConfig, SelectionConfig
+from circuits.app.outputs import diagram_view
+from circuits.app.pipeline import discover
+from circuits.app.reevaluation import evaluate_saved
+from circuits.errors import CircuitError
+from circuits.evaluation.curves import Curve
+from circuits.graph.build import BuildConfig
+from circuits.graph.ids import count_nodes
+from circuits.graph.io import load_circuit
+from replacement.dictionaries import DictionaryConfig, DictionarySet, create_dictionary
+from replacement.sites import SAE_KINDS, model_sites
+from viz.diagram import render
+
 HAS_DOT = shutil.which("dot") is not None
-SMALL = {"n_attribution": 8, "n_eval": 8, "selection_examples": 8, "max_targets": 16, "curve_points": 5, "edge_curve_examples": 4}
+
+
+def small(dict_dir: Path, **selection) -> DiscoverConfig:
+    """A quick run on ioi with the dictionaries of ``dict_dir``."""
+    return DiscoverConfig(
+        data=DataConfig(task="ioi", n_attribution=8, n_eval=8, n_selection=8),
+        model=ModelConfig(dictionaries=str(dict_dir), device="cpu"),
+        attribution=BuildConfig(max_targets=16),
+        selection=SelectionConfig(**selection),
+        curves=CurveConfig(points=5, edge_examples=4),
+    )
+
+
+def evaluate(path: Path, task: str, **options):
+    return evaluate_saved(EvaluateConfig(circuit=str(path), task=task, **options))
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +58,7 @@ def dict_dir(toy, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run(dict_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    config = DiscoverConfig(task="ioi", dictionaries=str(dict_dir), device="cpu", **SMALL)
+    config = small(dict_dir)
     return discover(config, out=out), out
 
 
@@ -101,7 +119,7 @@ def test_features_are_labelled_and_the_report_shows_them(run):
     assert 0 < blocks <= len(features)
     # Nothing to fetch: no external URL in a src/href/url(), no script or style file.
     assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', page)
-    assert "url(http" not in page and "@import" not in page and '<script src' not in page
+    assert "url(http" not in page and "@import" not in page and "<script src" not in page
     assert result.circuit.graph["task"] in page and "toy" in page
 
 
@@ -117,13 +135,13 @@ def test_the_discovered_report_loads_nothing_in_a_browser(run, tmp_path):
 
 def test_the_embedding_is_kept_and_left_out_of_the_circuit_by_default(run, dict_dir):
     result, out = run
-    assert result.config.composition == "transcoders" and not result.config.ablate_embed
+    assert result.config.model.composition == "transcoders" and not result.config.evaluation.ablate_embed
     assert not any(d["site"] == "embed" for _, d in result.circuit.nodes(data=True))
     assert any(d["site"] == "embed" for _, d in result.graph.nodes(data=True))  # attributed all the same
     assert {d["site"].split(".")[-1] for n, d in result.circuit.nodes(data=True) if n != "metric"} == {"transcoder"}
     assert load_circuit(out / "circuit.json").graph["evaluation"]["ablate_embed"] is False
     # Ablating the embedding too is a different (lower) reference point and gives other numbers.
-    ablated = evaluate_saved(out / "circuit.json", "ioi", n_eval=8, device="cpu", ablate_embed=True)
+    ablated = evaluate(out / "circuit.json", "ioi", n_eval=8, device="cpu", ablate_embed=True)
     assert ablated.evaluation.m_empty != pytest.approx(result.evaluation.m_empty, abs=1e-6)
 
 
@@ -138,14 +156,14 @@ def test_the_summary_has_the_documented_fields(run):
 
 def test_discover_is_deterministic(run, dict_dir):
     result, _ = run
-    again = discover(DiscoverConfig(task="ioi", dictionaries=str(dict_dir), device="cpu", **SMALL))
+    again = discover(small(dict_dir))
     assert set(again.circuit.nodes) == set(result.circuit.nodes)
     assert again.evaluation.faithfulness == result.evaluation.faithfulness
 
 
 def test_a_saved_circuit_is_evaluated_again(run):
     result, out = run
-    again = evaluate_saved(out / "circuit.json", "ioi", n_eval=8, device="cpu")
+    again = evaluate(out / "circuit.json", "ioi", n_eval=8, device="cpu")
     assert again.evaluation.faithfulness == pytest.approx(result.evaluation.faithfulness, abs=1e-6)
     assert again.evaluation.completeness == pytest.approx(result.evaluation.completeness, abs=1e-6)
 
@@ -153,9 +171,9 @@ def test_a_saved_circuit_is_evaluated_again(run):
 def test_a_circuit_made_with_other_dictionaries_is_refused(run):
     _, out = run
     with pytest.raises(CircuitError, match="random-saes"):
-        evaluate_saved(out / "circuit.json", "ioi", dictionaries="neurons", n_eval=8, device="cpu")
+        evaluate(out / "circuit.json", "ioi", dictionaries="neurons", n_eval=8, device="cpu")
     with pytest.raises(CircuitError, match="model"):
-        evaluate_saved(out / "circuit.json", "ioi", model="gpt2", n_eval=8, device="cpu")
+        evaluate(out / "circuit.json", "ioi", model="gpt2", n_eval=8, device="cpu")
 
 
 def test_an_empty_circuit_file_is_refused(run, tmp_path):
@@ -165,44 +183,80 @@ def test_an_empty_circuit_file_is_refused(run, tmp_path):
     data["edges"] = []
     (tmp_path / "empty.json").write_text(json.dumps(data))
     with pytest.raises(CircuitError, match="empty"):
-        evaluate_saved(tmp_path / "empty.json", "ioi", n_eval=8, device="cpu")
+        evaluate(tmp_path / "empty.json", "ioi", n_eval=8, device="cpu")
 
 
 def test_a_size_larger_than_the_graph_is_refused(dict_dir):
     with pytest.raises(CircuitError, match="only"):
-        discover(DiscoverConfig(task="ioi", dictionaries=str(dict_dir), device="cpu", n_nodes=10**7, **SMALL))
+        discover(small(dict_dir, n_nodes=10**7))
     with pytest.raises(CircuitError, match="not both"):
-        DiscoverConfig(n_nodes=5, node_threshold=0.1)
+        SelectionConfig(n_nodes=5, node_threshold=0.1)
 
 
 def test_cli_discover_and_evaluate_json(dict_dir, tmp_path, capsys):
     out = tmp_path / "cli"
-    args = ["discover", "sva-simple", "--dictionaries", str(dict_dir), "--examples", "8", "--eval-examples", "8",
-            "--max-targets", "16", "--curve-points", "4", "--nodes", "40", "--device", "cpu", "--out", str(out), "--json"]
+    args = [
+        "discover",
+        "sva-simple",
+        "--dictionaries",
+        str(dict_dir),
+        "--examples",
+        "8",
+        "--eval-examples",
+        "8",
+        "--max-targets",
+        "16",
+        "--curve-points",
+        "4",
+        "--nodes",
+        "40",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--json",
+    ]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert {"faithfulness", "completeness", "nodes", "edges"} <= set(summary)
     assert summary["nodes"] <= 40
-    assert main(["evaluate", str(out / "circuit.json"), "sva-simple", "--eval-examples", "8", "--device", "cpu", "--json"]) == 0
+    assert (
+        main(["evaluate", str(out / "circuit.json"), "sva-simple", "--eval-examples", "8", "--device", "cpu", "--json"])
+        == 0
+    )
     again = json.loads(capsys.readouterr().out)
     assert again["faithfulness"] == pytest.approx(summary["faithfulness"], abs=1e-6)
-    assert main(["evaluate", str(out / "circuit.json"), "sva-simple", "--dictionaries", "neurons", "--device", "cpu"]) == 2
+    assert (
+        main(["evaluate", str(out / "circuit.json"), "sva-simple", "--dictionaries", "neurons", "--device", "cpu"]) == 2
+    )
     assert "random-saes" in capsys.readouterr().err
 
 
 def test_a_task_file_is_cut_into_attribution_selection_and_evaluation(toy, tmp_path):
-    from circuits.app.pipeline import load_data
+    from circuits.data.splits import load_data
     from circuits.data.taskfile import save_task
     from circuits.data.tasks import make_task
 
     task = make_task("ioi", toy.tokenizer, n=40, seed=5)
     save_task(task, tmp_path / "ioi.jsonl", schema=tmp_path / "ioi_schema.csv")
-    data = load_data(str(tmp_path / "ioi.jsonl"), toy.tokenizer, n_attribution=16, n_eval=8,
-                     schema=str(tmp_path / "ioi_schema.csv"), n_selection=8)
+    data = load_data(
+        str(tmp_path / "ioi.jsonl"),
+        toy.tokenizer,
+        n_attribution=16,
+        n_eval=8,
+        schema=str(tmp_path / "ioi_schema.csv"),
+        n_selection=8,
+    )
     texts = [e.clean_text for e in task.examples]
     assert [e.clean_text for e in data.attribution.examples] == texts[:16]
     assert [e.clean_text for e in data.selection.examples] == texts[16:24]
     assert [e.clean_text for e in data.evaluation.examples] == texts[24:32]
-    small = load_data(str(tmp_path / "ioi.jsonl"), toy.tokenizer, n_attribution=32, n_eval=32,
-                      schema=str(tmp_path / "ioi_schema.csv"), n_selection=8)
+    small = load_data(
+        str(tmp_path / "ioi.jsonl"),
+        toy.tokenizer,
+        n_attribution=32,
+        n_eval=32,
+        schema=str(tmp_path / "ioi_schema.csv"),
+        n_selection=8,
+    )
     assert small.selection is None and len(small.attribution) == 20 and len(small.evaluation) == 20

@@ -24,7 +24,8 @@ import networkx as nx
 import pytest
 
 from circuits.errors import CircuitError
-from circuits.graph.ids import METRIC, add_metric, add_node, count_nodes, new_graph, validate_graph
+from circuits.graph.ids import METRIC, add_metric, add_node, count_nodes, new_graph
+from circuits.graph.io import validate_graph
 from circuits.graph.prune import (
     PruneConfig,
     Selection,
@@ -54,9 +55,20 @@ NODES = {
     "r1": ("L1.resid", 1, 1, 1.0),
 }
 EDGES = [
-    ("e1", "a0", 0.6), ("e1", "m0", -0.5), ("e2", "a0", 0.4), ("e3", "r0", 0.02), ("e1", "x", 0.3),
-    ("a0", "r0", 0.1), ("m0", "a1", -0.45), ("a0", "a1", 0.55), ("r0", "m1", 0.15), ("x", "d", 0.25),
-    ("a1", "r1", 0.7), ("m1", "r1", 0.2), ("r1", "M", 0.9), ("a1", "M", 0.05),
+    ("e1", "a0", 0.6),
+    ("e1", "m0", -0.5),
+    ("e2", "a0", 0.4),
+    ("e3", "r0", 0.02),
+    ("e1", "x", 0.3),
+    ("a0", "r0", 0.1),
+    ("m0", "a1", -0.45),
+    ("a0", "a1", 0.55),
+    ("r0", "m1", 0.15),
+    ("x", "d", 0.25),
+    ("a1", "r1", 0.7),
+    ("m1", "r1", 0.2),
+    ("r1", "M", 0.9),
+    ("a1", "M", 0.05),
 ]
 MODES = {
     "token": ((1, 2), ["<bos>", "Mary", "John"]),
@@ -68,8 +80,15 @@ MODES = {
 def build(mode: str) -> tuple[nx.DiGraph, dict[str, str]]:
     """The graph in one position mode, and the map from short names to node ids."""
     slots, labels = MODES[mode]
-    G = new_graph(model="toy", dictionaries="toy-saes", task="ioi", method="ig", positions=mode,
-                  position_labels=labels, n_layers=2)
+    G = new_graph(
+        model="toy",
+        dictionaries="toy-saes",
+        task="ioi",
+        method="ig",
+        positions=mode,
+        position_labels=labels,
+        n_layers=2,
+    )
     ids = {"M": add_metric(G, effect=2.0, label="logit diff")}
     for name, (site, slot, index, effect) in NODES.items():
         ids[name] = add_node(G, site, slots[slot], index, effect=effect, label=name)
@@ -178,7 +197,10 @@ def test_top_nodes_rank_by_magnitude(graph):
 
 def test_top_nodes_four(graph):
     G, ids = graph
-    assert names(ids, prune_top_nodes(G, 4).graph) == ({"r1", "e1", "a1", "a0"}, chain("e1>a0", "a0>a1", "a1>r1", "r1>M", "a1>M"))
+    assert names(ids, prune_top_nodes(G, 4).graph) == (
+        {"r1", "e1", "a1", "a0"},
+        chain("e1>a0", "a0>a1", "a1>r1", "r1>M", "a1>M"),
+    )
 
 
 def test_top_nodes_unconnected_is_empty(graph):
@@ -189,9 +211,15 @@ def test_top_nodes_unconnected_is_empty(graph):
 
 def test_top_edges(graph):
     G, ids = graph
-    assert names(ids, prune_top_edges(G, 4).graph) == ({"e1", "a0", "a1", "r1"}, chain("r1>M", "a1>r1", "e1>a0", "a0>a1"))
+    assert names(ids, prune_top_edges(G, 4).graph) == (
+        {"e1", "a0", "a1", "r1"},
+        chain("r1>M", "a1>r1", "e1>a0", "a0>a1"),
+    )
     six = prune_top_edges(G, 6)
-    assert names(ids, six.graph) == ({"e1", "a0", "a1", "r1", "m0"}, chain("r1>M", "a1>r1", "e1>a0", "a0>a1", "e1>m0", "m0>a1"))
+    assert names(ids, six.graph) == (
+        {"e1", "a0", "a1", "r1", "m0"},
+        chain("r1>M", "a1>r1", "e1>a0", "a0>a1", "e1>m0", "m0>a1"),
+    )
     eight = prune_top_edges(G, 8)  # adds e2>a0 and e1>x; x leads nowhere
     assert names(ids, eight.graph)[0] == {"e1", "e2", "a0", "a1", "r1", "m0"}
     assert eight.dropped_nodes == [ids["x"]]
@@ -211,12 +239,15 @@ def test_top_k_ties_go_to_graph_order():
     assert selection.edges == {(ids[u], ids[v]) for u, v in chain("r1>M", "a1>r1", "e1>a0")}
 
 
-@pytest.mark.parametrize(("fn", "size", "message"), [
-    (prune_top_nodes, 12, "n_nodes is 12, but the graph has only 11 nodes"),
-    (prune_top_edges, 15, "n_edges is 15, but the graph has only 14 edges"),
-    (prune_top_nodes, 0, "at least 1"),
-    (prune_top_edges, 2.0, "must be an int"),
-])
+@pytest.mark.parametrize(
+    ("fn", "size", "message"),
+    [
+        (prune_top_nodes, 12, "n_nodes is 12, but the graph has only 11 nodes"),
+        (prune_top_edges, 15, "n_edges is 15, but the graph has only 14 edges"),
+        (prune_top_nodes, 0, "at least 1"),
+        (prune_top_edges, 2.0, "must be an int"),
+    ],
+)
 def test_size_out_of_range(graph, fn, size, message):
     G, _ = graph
     with pytest.raises(CircuitError, match=message):
@@ -224,7 +255,7 @@ def test_size_out_of_range(graph, fn, size, message):
 
 
 def test_full_size_is_allowed(graph):
-    G, ids = graph
+    G, _ = graph
     assert prune_top_nodes(G, 11).n_nodes == 9
     assert prune_top_edges(G, 14).n_edges == 12
 
@@ -238,7 +269,10 @@ def test_greedy_edges(graph):
     # from metric: r1>M .9, a1>r1 .7, a0>a1 .55 (e1>a0 is not yet reachable), then e1>a0 .6
     assert names(ids, four.graph) == ({"r1", "a1", "a0", "e1"}, chain("r1>M", "a1>r1", "a0>a1", "e1>a0"))
     six = prune_greedy(G, n_edges=6)  # then m0>a1 .45 (ahead of e2>a0 .4), then e1>m0 .5
-    assert names(ids, six.graph) == ({"r1", "a1", "a0", "e1", "m0"}, chain("r1>M", "a1>r1", "a0>a1", "e1>a0", "m0>a1", "e1>m0"))
+    assert names(ids, six.graph) == (
+        {"r1", "a1", "a0", "e1", "m0"},
+        chain("r1>M", "a1>r1", "a0>a1", "e1>a0", "m0>a1", "e1>m0"),
+    )
 
 
 def test_greedy_differs_from_top_edges():
@@ -333,25 +367,31 @@ def test_connect_keeps_only_paths_from_inputs():
         connect_inputs_to_metric(G, selection)
 
 
-@pytest.mark.parametrize(("config", "rule", "n_nodes"), [
-    (PruneConfig(node_threshold=0.3), "threshold", 6),
-    (PruneConfig(n_nodes=5), "top_nodes", 5),
-    (PruneConfig(n_edges=4), "top_edges", 4),
-    (PruneConfig(n_nodes=5, greedy=True), "greedy", 4),
-])
+@pytest.mark.parametrize(
+    ("config", "rule", "n_nodes"),
+    [
+        (PruneConfig(node_threshold=0.3), "threshold", 6),
+        (PruneConfig(n_nodes=5), "top_nodes", 5),
+        (PruneConfig(n_edges=4), "top_edges", 4),
+        (PruneConfig(n_nodes=5, greedy=True), "greedy", 4),
+    ],
+)
 def test_prune_dispatches(graph, config, rule, n_nodes):
     G, _ = graph
     result = prune(G, config)
     assert (result.rule, result.n_nodes) == (rule, n_nodes)
 
 
-@pytest.mark.parametrize("config", [
-    PruneConfig(),
-    PruneConfig(node_threshold=0.1, n_nodes=3),
-    PruneConfig(n_nodes=3, n_edges=3),
-    PruneConfig(greedy=True),
-    PruneConfig(edge_threshold=0.1, n_edges=3, greedy=True),
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        PruneConfig(),
+        PruneConfig(node_threshold=0.1, n_nodes=3),
+        PruneConfig(n_nodes=3, n_edges=3),
+        PruneConfig(greedy=True),
+        PruneConfig(edge_threshold=0.1, n_edges=3, greedy=True),
+    ],
+)
 def test_prune_refuses_unclear_configs(graph, config):
     G, _ = graph
     with pytest.raises(CircuitError):

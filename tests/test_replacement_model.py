@@ -98,7 +98,9 @@ def test_downstream_dictionaries_re_encode_the_changed_stream(toy, tokens):
     with torch.no_grad():
         clean = rm.run(tokens.clean).records
         f = clean["L0.attn"].features
-        edited = rm.run(tokens.clean, {"L0.attn": NodeEdit(torch.zeros(1), torch.ones_like(f, dtype=torch.bool))}).records
+        edited = rm.run(
+            tokens.clean, {"L0.attn": NodeEdit(torch.zeros(1), torch.ones_like(f, dtype=torch.bool))}
+        ).records
     assert torch.equal(edited["embed"].features, clean["embed"].features)  # upstream untouched
     assert not torch.allclose(edited["L0.resid"].features, clean["L0.resid"].features)  # re-encoded
 
@@ -108,7 +110,7 @@ def test_mean_ablation_uses_reference_means(toy, tokens):
     means = rm.mean_activations(tokens.corrupted, tokens.corrupted_lengths)
     f_mean, e_mean = means["L1.attn"]
     with torch.no_grad():
-        recs = rm.activations(tokens.corrupted)
+        recs = rm.activations(tokens.corrupted).records
     real = recs["L1.attn"].features[:, 2].mean(0)  # IOI prompts are long enough: no padding at 2
     assert torch.allclose(f_mean[0, 2], real, atol=1e-6)
     run = rm.run(tokens.clean, {"L1.attn": NodeEdit(f_mean, None, e_mean, None)})
@@ -120,7 +122,7 @@ def test_mean_ablation_uses_reference_means(toy, tokens):
 def test_site_gradients_are_the_original_models(toy, tokens):
     """Gradients at every site output equal the plain model's gradients at those hooks."""
     rm = ReplacementModel(toy.model, fresh_dictionaries(toy.model, SAE_KINDS))
-    run = rm.run(tokens.clean, grad=True)
+    run = rm.run_with_grads(tokens.clean)
     grads = run.site_grads(run.logits[:, -1, 5].sum())
     captured = {}
 
@@ -150,13 +152,15 @@ def test_frozen_patterns_and_scales(toy, tokens):
 def test_unknown_site_and_bad_dictionaries_are_clear_errors(toy, tokens):
     dicts = fresh_dictionaries(toy.model, SAE_KINDS)
     rm = ReplacementModel(toy.model, dicts)
-    with pytest.raises(SiteError, match="L7.attn"):
+    with pytest.raises(SiteError, match=r"L7.attn"):
         rm.run(tokens.clean, {"L7.attn": NodeEdit()})
     narrow = create_dictionary(Site("attn", 0), 32, DictionaryConfig(architecture="relu", expansion=2))
     with pytest.raises(DictionaryError, match="d_in"):
         ReplacementModel(toy.model, {**dicts, "L0.attn": narrow})
     with pytest.raises(SiteError, match="no hook"):
-        ReplacementModel(toy.model, {"L9.attn": create_dictionary(Site("attn", 9), 96, DictionaryConfig(architecture="relu"))})
+        ReplacementModel(
+            toy.model, {"L9.attn": create_dictionary(Site("attn", 9), 96, DictionaryConfig(architecture="relu"))}
+        )
     with pytest.raises(SiteError, match="both write"):
         ReplacementModel(toy.model, fresh_dictionaries(toy.model, ("mlp", "transcoder")))
 
@@ -179,7 +183,11 @@ def test_exact_on_a_small_random_huggingface_gpt2():
 
     tok = WordTokenizer.from_words(vocabulary())
     torch.manual_seed(0)
-    hf = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=tok.vocab_size, attn_implementation="eager"))
+    hf = GPT2LMHeadModel(
+        GPT2Config(
+            n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=tok.vocab_size, attn_implementation="eager"
+        )
+    )
     loaded = load_model("tiny-gpt2", device="cpu", hf_model=hf, hf_tokenizer=tok.hf)
     model = loaded.model
     for kinds in (SAE_KINDS, MIXED_KINDS):

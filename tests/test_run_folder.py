@@ -15,20 +15,32 @@ from pathlib import Path
 
 import pytest
 
-from circuits import files
+from circuits import files, locks
 from circuits.app.cli import main
 from circuits.errors import CircuitError, Interrupted, OutputError, OutputLockedError
-from circuits.files import (
-    check_output_dir,
-    check_output_file,
-    lock_path,
-    output_lock,
-    run_folder,
-)
+from circuits.files import check_output_dir, check_output_file, run_folder
+from circuits.locks import lock_path, output_lock
 
 RUN_FILES = ("circuit.json", "circuit.svg", "circuit.dot", "curve.json", "curve.png", "report.html")
-FAST = ["--no-labels", "--no-edge-curve", "--curve-points", "2", "--examples", "8", "--eval-examples", "8",
-        "--max-targets", "16", "--nodes", "40", "--dictionaries", "neurons", "--device", "cpu", "--quiet"]
+FAST = [
+    "--no-labels",
+    "--no-edge-curve",
+    "--curve-points",
+    "2",
+    "--examples",
+    "8",
+    "--eval-examples",
+    "8",
+    "--max-targets",
+    "16",
+    "--nodes",
+    "40",
+    "--dictionaries",
+    "neurons",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 def old_run(folder: Path) -> dict[str, str]:
@@ -101,9 +113,16 @@ def test_run_folder_replaces_the_folder_only_when_complete(tmp_path: Path) -> No
     assert beside(out) == []
 
 
-def test_run_folder_without_a_one_step_swap_renames_the_old_folder_aside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-    monkeypatch.setattr(files, "_exchange", lambda a, b: calls.append((a, b)) or False)
+def test_run_folder_without_a_one_step_swap_renames_the_old_folder_aside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[Path, Path]] = []
+
+    def no_exchange(a: Path, b: Path) -> bool:
+        calls.append((a, b))
+        return False
+
+    monkeypatch.setattr(files, "_exchange", no_exchange)
     out = tmp_path / "run"
     old_run(out)
     with run_folder(out, replaces="circuit.json") as staging:
@@ -124,10 +143,9 @@ def test_run_folder_into_a_new_folder_creates_its_parents(tmp_path: Path) -> Non
 def test_an_exception_inside_leaves_the_old_folder_and_no_temporary(tmp_path: Path, error: BaseException) -> None:
     out = tmp_path / "run"
     before = old_run(out)
-    with pytest.raises(type(error)) as raised:
-        with run_folder(out, replaces="circuit.json") as staging:
-            (staging / "circuit.json").write_text("half a run")
-            raise error
+    with pytest.raises(type(error)) as raised, run_folder(out, replaces="circuit.json") as staging:
+        (staging / "circuit.json").write_text("half a run")
+        raise error
     assert snapshot(out) == before
     assert beside(out) == []
     if isinstance(error, KeyboardInterrupt):
@@ -136,10 +154,9 @@ def test_an_exception_inside_leaves_the_old_folder_and_no_temporary(tmp_path: Pa
 
 def test_an_interrupted_first_run_leaves_nothing(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    with pytest.raises(Interrupted, match="nothing was written"):
-        with run_folder(out) as staging:
-            (staging / "circuit.json").write_text("half a run")
-            raise KeyboardInterrupt
+    with pytest.raises(Interrupted, match="nothing was written"), run_folder(out) as staging:
+        (staging / "circuit.json").write_text("half a run")
+        raise KeyboardInterrupt
     assert not out.exists() and beside(out) == []
 
 
@@ -185,9 +202,8 @@ def test_a_live_lock_refuses_and_is_left_alone(tmp_path: Path) -> None:
 def test_a_lock_of_another_host_counts_as_live(tmp_path: Path) -> None:
     out = tmp_path / "run"
     write_lock(out, dead_pid(), host="elsewhere.invalid")
-    with pytest.raises(OutputLockedError, match="elsewhere.invalid"):
-        with output_lock(out):
-            pass
+    with pytest.raises(OutputLockedError, match=r"elsewhere.invalid"), output_lock(out):
+        pass
 
 
 def test_a_stale_lock_is_taken_over_and_released(tmp_path: Path) -> None:
@@ -204,7 +220,7 @@ def test_a_run_that_read_a_stale_lock_late_does_not_break_the_new_one(tmp_path: 
     lock = write_lock(out, dead_pid())
     stale = lock.read_text()  # a second run reads the stale lock, then the first run takes it over
     with output_lock(out):
-        files._break_stale(lock, stale)  # ... and the second run, late, tries to break what it read
+        locks._break_stale(lock, stale)  # ... and the second run, late, tries to break what it read
         assert json.loads(lock.read_text())["pid"] == os.getpid()
         with pytest.raises(OutputLockedError), output_lock(out):
             pass
@@ -244,7 +260,9 @@ def test_the_cli_refuses_a_folder_another_run_is_writing_before_loading_the_mode
     assert snapshot(out) == before and beside(out) == ["run.lock"]
 
 
-def test_the_cli_takes_over_a_stale_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_takes_over_a_stale_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     before = old_run(out)
     lock = write_lock(out, dead_pid())
@@ -274,7 +292,7 @@ def _read_only_parent(tmp_path: Path) -> Path:
 
 
 def _system_folder(tmp_path: Path) -> Path:
-    if not os.path.isdir("/proc") or os.access("/proc", os.W_OK) and _can_mkdir("/proc/circuits-probe"):
+    if not os.path.isdir("/proc") or (os.access("/proc", os.W_OK) and _can_mkdir("/proc/circuits-probe")):
         pytest.skip("no folder here that this user cannot write")
     return Path("/proc/circuits-run")
 
@@ -317,11 +335,12 @@ def test_discover_checks_out_before_the_model_loads(
 
 
 def test_the_library_checks_out_before_the_model_loads(tmp_path: Path, no_model: None) -> None:
-    from circuits.app.pipeline import DiscoverConfig, discover
+    from circuits.app.config import DataConfig, DiscoverConfig, ModelConfig
+    from circuits.app.pipeline import discover
 
     for out in (_file(tmp_path), tmp_path / "afile" / "run", ""):
         with pytest.raises(OutputError):
-            discover(DiscoverConfig(task="ioi", device="cpu"), out=out)
+            discover(DiscoverConfig(data=DataConfig(task="ioi"), model=ModelConfig(device="cpu")), out=out)
 
 
 def test_a_folder_that_is_not_a_run_is_never_replaced(
@@ -409,7 +428,7 @@ def test_a_keyboard_interrupt_in_any_command_is_one_line_and_130(
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("circuits.data.tasks.make_task", interrupted)
+    monkeypatch.setattr("circuits.data.splits.make_task", interrupted)
     assert main(["tasks", "show", "ioi"]) == 130
     captured = capsys.readouterr()
     assert captured.err == "interrupted\n" and captured.out == ""
@@ -446,7 +465,9 @@ def test_a_run_interrupted_while_writing_leaves_the_earlier_run(tmp_path: Path, 
     before = old_run(out)
     proc = subprocess.Popen(
         [sys.executable, "-m", "circuits.app.cli", "discover", "ioi", "--out", str(out), *FAST],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 240

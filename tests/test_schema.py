@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from circuits.errors import SchemaError, TaskError
 from circuits.data.schema import Schema, Span, per_token_schema
+from circuits.errors import SchemaError, TaskError
 
 
 def spans(*triples: tuple[str, int, int]) -> tuple[Span, ...]:
@@ -48,8 +48,18 @@ def test_per_token_schema_gives_every_token_its_own_span() -> None:
         (spans(("a", 0, 2), ("a", 2, 4), ("end", 4, 5)), ["repeat", "a"]),
         ((), ["no spans"]),
     ],
-    ids=["overlap", "out-of-order", "gap", "start-uncovered", "last-not-alone", "end-uncovered",
-         "past-end", "empty-span", "repeated-name", "no-spans"],
+    ids=[
+        "overlap",
+        "out-of-order",
+        "gap",
+        "start-uncovered",
+        "last-not-alone",
+        "end-uncovered",
+        "past-end",
+        "empty-span",
+        "repeated-name",
+        "no-spans",
+    ],
 )
 def test_bad_schemas_are_refused_saying_what_is_wrong(bad: tuple[Span, ...], words: list[str]) -> None:
     length = 5 if bad else 1

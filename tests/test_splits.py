@@ -9,23 +9,42 @@ from pathlib import Path
 
 import pytest
 
-from circuits.graph.build import check_token_positions
 from circuits.app.cli import main
-from circuits.errors import CircuitError, TaskError
-from circuits.graph.ids import load_circuit, save_circuit
-from circuits.app.pipeline import (
+from circuits.app.config import (
+    CurveConfig,
+    DataConfig,
     DiscoverConfig,
-    discover,
-    evaluate_saved,
-    file_sha256,
-    load_data,
+    EvaluateConfig,
+    LabelConfig,
+    ModelConfig,
+    SelectionConfig,
 )
+from circuits.app.pipeline import discover
+from circuits.app.reevaluation import evaluate_saved
+from circuits.data.splits import file_sha256, load_data
 from circuits.data.taskfile import save_task
 from circuits.data.tasks import make_task
+from circuits.errors import CircuitError, TaskError
+from circuits.graph.build import BuildConfig, check_token_positions
+from circuits.graph.io import load_circuit, save_circuit
 from replacement.dictionaries import DictionaryConfig, DictionarySet, create_dictionary
 from replacement.sites import SAE_KINDS, model_sites
 
-FAST = {"labels": False, "edge_curve": False, "curve_points": 2, "max_targets": 8, "device": "cpu"}
+
+def fast(dict_dir: Path, data: DataConfig, positions: str = "agnostic", n_nodes: int | None = None) -> DiscoverConfig:
+    """A quick run (no labels, no edge curve) with the dictionaries of ``dict_dir``."""
+    return DiscoverConfig(
+        data=data,
+        model=ModelConfig(dictionaries=str(dict_dir), device="cpu"),
+        attribution=BuildConfig(max_targets=8, positions=positions),
+        selection=SelectionConfig(n_nodes=n_nodes),
+        curves=CurveConfig(points=2, edge_curve=False),
+        labels=LabelConfig(enabled=False),
+    )
+
+
+def evaluate(path: Path, task: str, **options):
+    return evaluate_saved(EvaluateConfig(circuit=str(path), task=task, **options))
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +62,7 @@ def dict_dir(toy, tmp_path_factory) -> Path:
 def builtin_run(dict_dir, tmp_path_factory):
     """A run on a built-in task with a seed and counts other than the defaults."""
     out = tmp_path_factory.mktemp("builtin")
-    config = DiscoverConfig(task="ioi", dictionaries=str(dict_dir), n_attribution=6, n_eval=5, selection_examples=4,
-                            seed=3, **FAST)
+    config = fast(dict_dir, DataConfig(task="ioi", n_attribution=6, n_eval=5, n_selection=4, seed=3))
     return config, discover(config, out=out), out / "circuit.json"
 
 
@@ -61,15 +79,16 @@ def file_run(dict_dir, task_file, tmp_path_factory):
     """A run on a task file cut into attribution (rows 0:6), selection (6:10) and held-out (10:15) parts."""
     jsonl, schema = task_file
     out = tmp_path_factory.mktemp("filerun")
-    config = DiscoverConfig(task=str(jsonl), schema=str(schema), dictionaries=str(dict_dir), n_attribution=6, n_eval=5,
-                            selection_examples=4, positions="schema", **FAST)
+    data = DataConfig(task=str(jsonl), schema=str(schema), n_attribution=6, n_eval=5, n_selection=4)
+    config = fast(dict_dir, data, positions="schema")
     return config, discover(config, out=out), out / "circuit.json"
 
 
 def held_out(config: DiscoverConfig, tokenizer):
     """The held-out examples of a run, as discover draws them."""
-    n_selection = 0 if config.n_nodes is not None else config.selection_examples
-    return load_data(config.task, tokenizer, config.n_attribution, config.n_eval, config.seed, config.schema, n_selection)
+    d = config.data
+    n_selection = d.n_selection if config.selection.by_faithfulness else 0
+    return load_data(d.task, tokenizer, d.n_attribution, d.n_eval, d.seed, d.schema, n_selection)
 
 
 def texts(task) -> list[tuple[str, str]]:
@@ -83,12 +102,13 @@ def test_a_builtin_run_records_its_splits_and_evaluate_reuses_them(builtin_run, 
     config, result, path = builtin_run
     meta = load_circuit(path).graph
     assert meta["splits"] == {
-        "kind": "builtin", "task": "ioi",
+        "kind": "builtin",
+        "task": "ioi",
         "attribution": {"seed": 3, "examples": 6},
         "selection": {"seed": 5, "examples": 4},
         "evaluation": {"seed": 4, "examples": 5},
     }
-    again = evaluate_saved(path, "ioi", device="cpu", edges=False)
+    again = evaluate(path, "ioi", device="cpu", edges=False)
     assert again.split == {"kind": "builtin", "task": "ioi", "seed": 4, "examples": 5}
     assert texts(again.examples) == texts(held_out(config, toy.tokenizer).evaluation)
     assert abs(again.evaluation.faithfulness - result.evaluation.faithfulness) <= 1e-9
@@ -104,7 +124,7 @@ def test_a_task_file_run_records_rows_and_hash_and_evaluate_reuses_them(file_run
     assert splits["schema"] == str(schema.resolve()) and splits["schema_sha256"] == file_sha256(schema)
     assert [splits[k]["rows"] for k in ("attribution", "selection", "evaluation")] == [[0, 6], [6, 10], [10, 15]]
 
-    again = evaluate_saved(path, str(jsonl), device="cpu", edges=False)  # the schema too comes from circuit.json
+    again = evaluate(path, str(jsonl), device="cpu", edges=False)  # the schema too comes from circuit.json
     assert again.split["rows"] == [10, 15] and again.split["schema"] == str(schema.resolve())
     rows = [json.loads(line)["clean_prefix"] for line in jsonl.read_text().splitlines()]
     assert [e.clean_text for e in again.examples.examples] == rows[10:15]
@@ -116,15 +136,15 @@ def test_overrides_choose_other_examples(builtin_run, file_run, task_file):
     _, _, bpath = builtin_run
     _, _, fpath = file_run
     jsonl, _ = task_file
-    other_seed = evaluate_saved(bpath, "ioi", seed=9, n_eval=3, device="cpu", edges=False)
+    other_seed = evaluate(bpath, "ioi", seed=9, n_eval=3, device="cpu", edges=False)
     assert other_seed.split == {"kind": "builtin", "task": "ioi", "seed": 9, "examples": 3}
     assert len(other_seed.examples) == 3
-    more = evaluate_saved(fpath, str(jsonl), n_eval=8, device="cpu", edges=False)
+    more = evaluate(fpath, str(jsonl), n_eval=8, device="cpu", edges=False)
     assert more.split["rows"] == [10, 18] and len(more.examples) == 8  # counted from the first held-out row
-    chosen = evaluate_saved(fpath, str(jsonl), rows=(20, 23), device="cpu", edges=False)
+    chosen = evaluate(fpath, str(jsonl), rows=(20, 23), device="cpu", edges=False)
     assert chosen.split["rows"] == [20, 23] and len(chosen.examples) == 3
     with pytest.raises(TaskError, match="outside"):
-        evaluate_saved(fpath, str(jsonl), rows=(25, 40), device="cpu", edges=False)
+        evaluate(fpath, str(jsonl), rows=(25, 40), device="cpu", edges=False)
 
 
 def test_circuit_json_with_splits_round_trips_exactly(file_run, tmp_path):
@@ -151,15 +171,15 @@ def test_a_changed_task_file_is_refused_unless_rows_are_given(file_run, task_fil
     _, _, path = file_run
     jsonl, _ = task_file
     with pytest.raises(CircuitError, match="has changed since") as err:  # the same file, edited in place
-        _edited(jsonl, lambda: evaluate_saved(path, str(jsonl), device="cpu", edges=False))
+        _edited(jsonl, lambda: evaluate(path, str(jsonl), device="cpu", edges=False))
     assert "--rows" in str(err.value)
     # a file of the same name elsewhere is the same task, changed: other examples
     changed, changed_schema = tmp_path / jsonl.name, tmp_path / "changed_schema.csv"
     save_task(make_task("ioi", toy.tokenizer, n=30, seed=8), changed, schema=changed_schema)
     with pytest.raises(CircuitError, match="has changed since"):
-        evaluate_saved(path, str(changed), schema=str(changed_schema), device="cpu", edges=False)
-    with caplog.at_level(logging.WARNING, logger="circuits.app.pipeline"):
-        res = evaluate_saved(path, str(changed), schema=str(changed_schema), rows=(10, 15), device="cpu", edges=False)
+        evaluate(path, str(changed), schema=str(changed_schema), device="cpu", edges=False)
+    with caplog.at_level(logging.WARNING, logger="circuits.data.splits"):
+        res = evaluate(path, str(changed), schema=str(changed_schema), rows=(10, 15), device="cpu", edges=False)
     assert res.split["rows"] == [10, 15] and "has changed" in caplog.text
 
 
@@ -178,42 +198,45 @@ def test_a_changed_schema_is_refused(file_run, task_file, tmp_path):
     jsonl, schema = task_file
     edited = tmp_path / "schema.csv"
     edited.write_bytes(schema.read_bytes() + b"\n")
-    with pytest.raises(CircuitError, match="schema CSV .* has changed"):
-        evaluate_saved(path, str(jsonl), schema=str(edited), device="cpu", edges=False)
+    with pytest.raises(CircuitError, match=r"schema CSV .* has changed"):
+        evaluate(path, str(jsonl), schema=str(edited), device="cpu", edges=False)
 
 
 def test_another_task_is_refused_unless_allowed(builtin_run, file_run, task_file, caplog):
     _, _, bpath = builtin_run
     _, _, fpath = file_run
     jsonl, schema = task_file
-    with pytest.raises(CircuitError, match="'ioi', not the built-in task 'ioi-baba'.*--allow-other-task"):
-        evaluate_saved(bpath, "ioi-baba", device="cpu", edges=False)
+    with pytest.raises(CircuitError, match=r"'ioi', not the built-in task 'ioi-baba'.*--allow-other-task"):
+        evaluate(bpath, "ioi-baba", device="cpu", edges=False)
     with pytest.raises(CircuitError, match="built-in task 'ioi', not the task file"):
-        evaluate_saved(bpath, str(jsonl), device="cpu", edges=False)
-    with pytest.raises(CircuitError, match="task file .*ioi_file.jsonl.*, not the built-in task 'ioi'"):
-        evaluate_saved(fpath, "ioi", device="cpu", edges=False)
-    with caplog.at_level(logging.WARNING, logger="circuits.app.pipeline"):
-        res = evaluate_saved(bpath, "ioi-baba", allow_other_task=True, device="cpu", edges=False)
+        evaluate(bpath, str(jsonl), device="cpu", edges=False)
+    with pytest.raises(CircuitError, match=r"task file .*ioi_file.jsonl.*, not the built-in task 'ioi'"):
+        evaluate(fpath, "ioi", device="cpu", edges=False)
+    with caplog.at_level(logging.WARNING, logger="circuits.data.splits"):
+        res = evaluate(bpath, "ioi-baba", allow_other_task=True, device="cpu", edges=False)
     assert res.split == {"kind": "builtin", "task": "ioi-baba", "seed": 4, "examples": 5}
     assert "a circuit for the built-in task 'ioi'" in caplog.text
-    res = evaluate_saved(bpath, str(jsonl), schema=str(schema), allow_other_task=True, device="cpu", edges=False)
+    res = evaluate(bpath, str(jsonl), schema=str(schema), allow_other_task=True, device="cpu", edges=False)
     assert res.split["rows"] == [0, 5]  # no row of another task was attributed
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"task": "ioi", "schema": "x.csv"}, "--schema applies to task files only"),
-    ({"task": "ioi", "rows": (0, 4)}, "--rows applies to task files only"),
-    ({"task": "FILE", "seed": 3}, "--seed applies to built-in tasks only"),
-    ({"task": "FILE", "rows": (0, 4), "n_eval": 4}, "not both"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"task": "ioi", "schema": "x.csv"}, "--schema applies to task files only"),
+        ({"task": "ioi", "rows": (0, 4)}, "--rows applies to task files only"),
+        ({"task": "FILE", "seed": 3}, "--seed applies to built-in tasks only"),
+        ({"task": "FILE", "rows": (0, 4), "n_eval": 4}, "not both"),
+    ],
+)
 def test_options_that_do_not_apply_are_refused(builtin_run, task_file, kwargs, message, monkeypatch):
     _, _, path = builtin_run
     jsonl, _ = task_file
     if kwargs["task"] == "FILE":
         kwargs = {**kwargs, "task": str(jsonl)}
-    monkeypatch.setattr("circuits.app.pipeline.load_setup", _never("the model"))  # refused before the model loads
+    monkeypatch.setattr("circuits.app.reevaluation.load_setup", _never("the model"))  # refused before the model loads
     with pytest.raises(TaskError, match=message):
-        evaluate_saved(path, device="cpu", **kwargs)
+        evaluate(path, device="cpu", **kwargs)
 
 
 def _never(what: str):
@@ -226,8 +249,25 @@ def _never(what: str):
 def test_schema_with_a_builtin_task_is_refused_by_discover(toy, dict_dir, tmp_path, capsys):
     with pytest.raises(TaskError, match="--schema applies to task files only"):
         load_data("ioi", toy.tokenizer, 4, 4, schema=str(tmp_path / "x.csv"))
-    args = ["discover", "ioi", "--schema", str(tmp_path / "x.csv"), "--dictionaries", str(dict_dir), "--examples", "4",
-            "--eval-examples", "4", "--nodes", "5", "--no-labels", "--device", "cpu", "--out", str(tmp_path / "o")]
+    args = [
+        "discover",
+        "ioi",
+        "--schema",
+        str(tmp_path / "x.csv"),
+        "--dictionaries",
+        str(dict_dir),
+        "--examples",
+        "4",
+        "--eval-examples",
+        "4",
+        "--nodes",
+        "5",
+        "--no-labels",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(args) == 2
     assert "error: --schema applies to task files only" in capsys.readouterr().err
 
@@ -236,12 +276,28 @@ def test_token_positions_on_prompts_of_different_lengths_are_refused_before_attr
     dict_dir, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setattr("circuits.app.pipeline.attribute_graph", _never("attribution"))
-    config = DiscoverConfig(task="ioi", positions="token", dictionaries=str(dict_dir), n_attribution=6, n_eval=4,
-                            n_nodes=5, **FAST)
-    with pytest.raises(CircuitError, match="same position index would mean different tokens.*--positions schema"):
+    config = fast(dict_dir, DataConfig(task="ioi", n_attribution=6, n_eval=4), positions="token", n_nodes=5)
+    with pytest.raises(CircuitError, match=r"same position index would mean different tokens.*--positions schema"):
         discover(config)
-    args = ["discover", "ioi", "--positions", "token", "--dictionaries", str(dict_dir), "--examples", "6",
-            "--eval-examples", "4", "--nodes", "5", "--no-labels", "--device", "cpu", "--out", str(tmp_path / "o")]
+    args = [
+        "discover",
+        "ioi",
+        "--positions",
+        "token",
+        "--dictionaries",
+        str(dict_dir),
+        "--examples",
+        "6",
+        "--eval-examples",
+        "4",
+        "--nodes",
+        "5",
+        "--no-labels",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--schema" in err and not (tmp_path / "o" / "circuit.json").exists()
@@ -265,15 +321,15 @@ def test_a_circuit_without_splits_evaluates_as_before_with_a_warning(builtin_run
     del data["metadata"]["splits"]
     old = tmp_path / "old.json"
     old.write_text(json.dumps(data))
-    with caplog.at_level(logging.WARNING, logger="circuits.app.pipeline"):
-        res = evaluate_saved(old, "ioi", device="cpu", edges=False)
+    with caplog.at_level(logging.WARNING, logger="circuits.data.splits"):
+        res = evaluate(old, "ioi", device="cpu", edges=False)
     assert "records no example splits" in caplog.text
     assert res.split is None
     # as earlier versions did: 64 examples at the recorded evaluation seed
     assert texts(res.examples) == texts(make_task("ioi", toy.tokenizer, n=64, seed=4))
-    assert len(evaluate_saved(old, "ioi", n_eval=5, device="cpu", edges=False).examples) == 5
+    assert len(evaluate(old, "ioi", n_eval=5, device="cpu", edges=False).examples) == 5
     with pytest.raises(CircuitError, match="'ioi', not 'ioi-baba'"):
-        evaluate_saved(old, "ioi-baba", device="cpu", edges=False)
+        evaluate(old, "ioi-baba", device="cpu", edges=False)
 
 
 def test_cli_evaluate_uses_the_recorded_split(builtin_run, file_run, task_file, capsys):

@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from circuits.errors import SchemaError, TaskError, VocabularyError
 from circuits.data.taskfile import load_task, read_schema_csv, save_task
 from circuits.data.tasks import Task, make_task
+from circuits.errors import SchemaError, TaskError, VocabularyError
 from circuits.toy.tokenizer import WordTokenizer
 
 BUILT_IN = ["ioi", "ioi-baba", "sva-simple", "sva-pp", "sva-within-rc", "sva-across-rc", "greater-than"]
 
 SFC_LINES = [
-    {"clean_prefix": "The teachers near the desk", "patch_prefix": "The teacher near the desk",
-     "clean_answer": " are", "patch_answer": " is", "case": "plural_singular"},
-    {"clean_prefix": "The doctor behind the cars", "patch_prefix": "The doctors behind the cars",
-     "clean_answer": " is", "patch_answer": " are", "case": "singular_plural"},
+    {
+        "clean_prefix": "The teachers near the desk",
+        "patch_prefix": "The teacher near the desk",
+        "clean_answer": " are",
+        "patch_answer": " is",
+        "case": "plural_singular",
+    },
+    {
+        "clean_prefix": "The doctor behind the cars",
+        "patch_prefix": "The doctors behind the cars",
+        "clean_answer": " is",
+        "patch_answer": " are",
+        "case": "singular_plural",
+    },
 ]
 SFC_SCHEMA = "prompt,prefix,subj,prep,det,attractor,length\n" + "".join(
     f"{r['clean_prefix']},0,2,3,4,5,6\n" for r in SFC_LINES
@@ -38,7 +48,9 @@ def test_jsonl_and_schema_csv_round_trip(tmp_path: Path, toy_tokenizer: WordToke
     task = make_task(name, toy_tokenizer, n=20)
     paths = tmp_path / "t.jsonl", tmp_path / "t_schema.csv", tmp_path / "t_corrupted_schema.csv"
     save_task(task, *paths)
-    loaded = load_task(paths[0], toy_tokenizer, schema=paths[1], corrupted_schema=paths[2], metric=task.metric, name=name)
+    loaded = load_task(
+        paths[0], toy_tokenizer, schema=paths[1], corrupted_schema=paths[2], metric=task.metric, name=name
+    )
     assert loaded.name == name and loaded.metric == task.metric
     assert loaded.span_names == task.span_names
     assert _content(loaded) == _content(task)
@@ -65,7 +77,9 @@ def test_saved_files_are_in_the_public_formats(tmp_path: Path, toy_tokenizer: Wo
     assert row == f"{ex.clean_text},0,7,8,9,12,13"
 
 
-def test_a_hand_written_sfc_file_loads(write_jsonl: Callable, write_text: Callable, toy_tokenizer: WordTokenizer) -> None:
+def test_a_hand_written_sfc_file_loads(
+    write_jsonl: Callable, write_text: Callable, toy_tokenizer: WordTokenizer
+) -> None:
     path = write_jsonl(SFC_LINES, "rc.jsonl")
     task = load_task(path, toy_tokenizer)
     assert task.name == "rc" and len(task) == 2 and task.metric == "logit_diff"
@@ -80,7 +94,9 @@ def test_a_hand_written_sfc_file_loads(write_jsonl: Callable, write_text: Callab
     assert [(s.start, s.end) for s in with_schema.examples[1].schema.spans] == [(0, 2), (2, 3), (3, 4), (4, 5), (5, 6)]
 
 
-def test_blank_lines_are_skipped_and_line_numbers_stay_true(write_jsonl: Callable, toy_tokenizer: WordTokenizer) -> None:
+def test_blank_lines_are_skipped_and_line_numbers_stay_true(
+    write_jsonl: Callable, toy_tokenizer: WordTokenizer
+) -> None:
     bad = dict(SFC_LINES[0], clean_answer=" are happy")
     path = write_jsonl([SFC_LINES[0], "", "   ", bad])
     with pytest.raises(TaskError, match=r"line 4: "):
@@ -91,16 +107,24 @@ def test_prompts_of_different_lengths_line_up_through_their_schemas(
     write_jsonl: Callable, write_text: Callable, toy_tokenizer: WordTokenizer
 ) -> None:
     # "1732" is two tokens, "01" one: the counterfactual is one token shorter.
-    line = {"clean_prefix": "The war lasted from the year 1732 to the year 17",
-            "patch_prefix": "The war lasted from the year 01 to the year 17",
-            "clean_answer": " 33", "patch_answer": " 31"}
+    line = {
+        "clean_prefix": "The war lasted from the year 1732 to the year 17",
+        "patch_prefix": "The war lasted from the year 01 to the year 17",
+        "clean_answer": " 33",
+        "patch_answer": " 31",
+    }
     path = write_jsonl([line])
-    clean = write_text("prompt,prefix,year,middle,end,length\n" f"{line['clean_prefix']},0,7,9,12,13\n", "c.csv")
-    corrupted = write_text("prompt,prefix,year,middle,end,length\n" f"{line['patch_prefix']},0,7,8,11,12\n", "p.csv")
+    clean = write_text(f"prompt,prefix,year,middle,end,length\n{line['clean_prefix']},0,7,9,12,13\n", "c.csv")
+    corrupted = write_text(f"prompt,prefix,year,middle,end,length\n{line['patch_prefix']},0,7,8,11,12\n", "p.csv")
     task = load_task(path, toy_tokenizer, schema=clean, corrupted_schema=corrupted)
     ex = task.examples[0]
     assert len(ex.clean) == 13 and len(ex.corrupted) == 12
-    assert [len(s) for s in ex.schema.spans] == [7, 2, 3, 1] and [len(s) for s in ex.corrupted_schema.spans] == [7, 1, 3, 1]
+    assert [len(s) for s in ex.schema.spans] == [7, 2, 3, 1] and [len(s) for s in ex.corrupted_schema.spans] == [
+        7,
+        1,
+        3,
+        1,
+    ]
     assert ex.schema.names == ex.corrupted_schema.names
     # Without the counterfactual's schema, the length difference is an error saying what to add.
     with pytest.raises(SchemaError, match="different lengths need") as info:
@@ -222,7 +246,9 @@ def test_schema_length_that_does_not_match_the_prompt(
         _assert_names(err, schema, 2, f"length {length}", "6 tokens")
 
 
-def test_schema_row_for_another_prompt(write_jsonl: Callable, write_text: Callable, toy_tokenizer: WordTokenizer) -> None:
+def test_schema_row_for_another_prompt(
+    write_jsonl: Callable, write_text: Callable, toy_tokenizer: WordTokenizer
+) -> None:
     path = write_jsonl(SFC_LINES)
     schema = write_text(SFC_SCHEMA.replace("The doctor behind", "The doctor near"), "other.csv")
     with pytest.raises(SchemaError) as err:
@@ -230,7 +256,9 @@ def test_schema_row_for_another_prompt(write_jsonl: Callable, write_text: Callab
     _assert_names(err, schema, 3, "does not match", "line 2")
 
 
-def test_schema_cell_that_is_not_a_number(write_jsonl: Callable, write_text: Callable, toy_tokenizer: WordTokenizer) -> None:
+def test_schema_cell_that_is_not_a_number(
+    write_jsonl: Callable, write_text: Callable, toy_tokenizer: WordTokenizer
+) -> None:
     path = write_jsonl(SFC_LINES)
     schema = write_text(SFC_SCHEMA.replace(",0,2,3,4,5,6\n", ",0,two,3,4,5,6\n", 1), "nan.csv")
     with pytest.raises(TaskError) as err:
@@ -238,7 +266,9 @@ def test_schema_cell_that_is_not_a_number(write_jsonl: Callable, write_text: Cal
     _assert_names(err, schema, 2, "must be integers")
 
 
-def test_schema_with_another_number_of_rows(write_jsonl: Callable, write_text: Callable, toy_tokenizer: WordTokenizer) -> None:
+def test_schema_with_another_number_of_rows(
+    write_jsonl: Callable, write_text: Callable, toy_tokenizer: WordTokenizer
+) -> None:
     path = write_jsonl(SFC_LINES[:1])
     schema = write_text(SFC_SCHEMA, "two_rows.csv")
     with pytest.raises(TaskError, match="2 rows for 1 examples") as err:
@@ -281,7 +311,7 @@ def test_missing_files_are_task_errors(write_jsonl: Callable, tmp_path: Path, to
         load_task(tmp_path / "nope.jsonl", toy_tokenizer)
     assert str(tmp_path / "nope.jsonl") in str(err.value)
     path = write_jsonl(SFC_LINES)
-    with pytest.raises(TaskError, match="nope.csv: no such file"):
+    with pytest.raises(TaskError, match=r"nope\.csv: no such file"):
         load_task(path, toy_tokenizer, schema=tmp_path / "nope.csv")
     with pytest.raises(TaskError, match="not a file"):
         load_task(tmp_path, toy_tokenizer)

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from circuits.errors import SchemaError, TaskError
 from circuits.data.schema import Schema
 from circuits.data.tasks import (
     TASKS,
@@ -20,8 +19,10 @@ from circuits.data.tasks import (
     metric_per_example,
     register_task,
 )
+from circuits.errors import SchemaError, TaskError
 from circuits.toy import language
 from circuits.toy.tokenizer import WordTokenizer
+from circuits.toy.words import NAMES, NOUNS, RC_NOUNS, RC_VERBS, VERBS
 
 BUILT_IN = ["ioi", "ioi-baba", "sva-simple", "sva-pp", "sva-within-rc", "sva-across-rc", "greater-than"]
 N_SCHEMA = 300  # examples per task in the coverage checks: several hundred, still fast
@@ -94,7 +95,7 @@ def test_named_spans_hold_the_words_they_are_named_after(
 ) -> None:
     dec = toy_tokenizer.decode
     for ex in big_tasks[name].examples[:50]:
-        span = {s.name: dec(ex.clean[s.start:s.end]) for s in ex.schema.spans}
+        span = {s.name: dec(ex.clean[s.start : s.end]) for s in ex.schema.spans}
         assert span["prefix"].startswith("<bos>")
         if name.startswith("ioi"):
             assert span["IO"] == ex.answer_texts[0] and span["S1"] == span["S2"] == ex.wrong_texts[0]
@@ -112,7 +113,7 @@ def test_named_spans_hold_the_words_they_are_named_after(
 def test_ioi_answer_is_the_io_name_and_the_counterfactual_is_abc(
     big_tasks: dict[str, Task], toy_tokenizer: WordTokenizer, name: str
 ) -> None:
-    names = set(language.NAMES)
+    names = set(NAMES)
     for ex in big_tasks[name].examples:
         words = toy_tokenizer.decode(ex.clean[1:]).split()
         io, s = ex.answer_texts[0], ex.wrong_texts[0]
@@ -137,15 +138,15 @@ def test_sva_counterfactual_flips_the_number_of_the_agreeing_noun(
     big_tasks: dict[str, Task], toy_tokenizer: WordTokenizer, name: str
 ) -> None:
     number = {}
-    for pairs in (language.NOUNS, language.RC_NOUNS):
+    for pairs in (NOUNS, RC_NOUNS):
         for sg, pl in pairs:
             number[sg], number[pl] = 0, 1
-    verbs = [forms for forms, _ in language.VERBS] + language.RC_VERBS
+    verbs = [forms for forms, _ in VERBS] + RC_VERBS
     other_form = {f[i]: f[1 - i] for f in verbs for i in (0, 1)}
     for ex in big_tasks[name].examples:
         span = next(s for s in ex.schema.spans if s.name == SVA_AGREEING_SPAN[name])
-        clean_noun = toy_tokenizer.decode(ex.clean[span.start:span.end])
-        corrupted_noun = toy_tokenizer.decode(ex.corrupted[span.start:span.end])
+        clean_noun = toy_tokenizer.decode(ex.clean[span.start : span.end])
+        corrupted_noun = toy_tokenizer.decode(ex.corrupted[span.start : span.end])
         assert number[clean_noun] != number[corrupted_noun]
         assert ex.case == ("plural" if number[clean_noun] else "singular")
         # Everything else is unchanged, and the wrong answer is the other form of the right one.
@@ -166,7 +167,7 @@ def test_greater_than_answers_and_wrong_partition_the_two_digit_tokens(
         assert ex.answer_texts == [f"{i:02d}" for i in range(yy + 1, 100)]
         assert ex.wrong_texts == [f"{i:02d}" for i in range(yy + 1)]
         yy_span = next(s for s in ex.schema.spans if s.name == "YY")
-        assert toy_tokenizer.decode(ex.corrupted[yy_span.start:yy_span.end]) == "01"
+        assert toy_tokenizer.decode(ex.corrupted[yy_span.start : yy_span.end]) == "01"
 
 
 # ----------------------------------------------------------------------------- metrics

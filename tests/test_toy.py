@@ -9,10 +9,10 @@ from collections import Counter
 import pytest
 import torch
 
-from circuits.evaluation.behaviour import run_task
-from circuits.errors import TaskError, VocabularyError
 from circuits.data.tasks import make_task
-from circuits.toy import language
+from circuits.errors import TaskError, VocabularyError
+from circuits.evaluation.behaviour import run_task
+from circuits.toy import language, words
 from circuits.toy.model import ToyModelConfig, ToyTrainConfig, train_model
 from circuits.toy.tokenizer import WordTokenizer
 
@@ -44,17 +44,17 @@ def test_the_shipped_tokenizer_is_the_one_built_from_the_language(toy_tokenizer:
 
 
 def test_word_lists_have_the_variety_the_language_promises() -> None:
-    assert len(language.IOI_TEMPLATES) >= 10
-    for pool in (language.NAMES, language.PLACES, language.OBJECTS):
+    assert len(words.IOI_TEMPLATES) >= 10
+    for pool in (words.NAMES, words.PLACES, words.OBJECTS):
         assert len(set(pool)) == len(pool) >= 30
-    assert len(set(language.NOUNS)) >= 15
-    assert len(language.VERBS) >= 4
-    assert len(set(language.PREPOSITIONS)) >= 3
-    assert len(language.PP_NOUNS) >= 5 and len(language.RC_NOUNS) >= 5  # second nouns
+    assert len(set(words.NOUNS)) >= 15
+    assert len(words.VERBS) >= 4
+    assert len(set(words.PREPOSITIONS)) >= 3
+    assert len(words.PP_NOUNS) >= 5 and len(words.RC_NOUNS) >= 5  # second nouns
     # Second nouns come in both numbers and are not subjects, so they can be attractors.
-    subjects = {w for pair in language.NOUNS for w in pair}
-    assert not subjects & {w for pair in language.PP_NOUNS + language.RC_NOUNS for w in pair}
-    assert all(sg != pl for sg, pl in language.NOUNS + language.PP_NOUNS + language.RC_NOUNS)
+    subjects = {w for pair in words.NOUNS for w in pair}
+    assert not subjects & {w for pair in words.PP_NOUNS + words.RC_NOUNS for w in pair}
+    assert all(sg != pl for sg, pl in words.NOUNS + words.PP_NOUNS + words.RC_NOUNS)
 
 
 def test_ioi_generation_uses_every_template_in_both_orders_and_the_word_lists() -> None:
@@ -63,9 +63,9 @@ def test_ioi_generation_uses_every_template_in_both_orders_and_the_word_lists() 
     cases = Counter(p.case for p in prompts)
     for order in ("abba", "baba"):
         templates = {c for c in cases if c.startswith(order)}
-        assert len(templates) == len(language.IOI_TEMPLATES) >= 10
+        assert len(templates) == len(words.IOI_TEMPLATES) >= 10
     seen = Counter(w for p in prompts for w in p.clean)
-    for pool in (language.NAMES, language.PLACES, language.OBJECTS):
+    for pool in (words.NAMES, words.PLACES, words.OBJECTS):
         assert sum(1 for w in pool if seen[w]) >= 30
     with pytest.raises(ValueError, match="ABBA"):
         language.generate_ioi(rng, "AABB")
@@ -75,15 +75,15 @@ def test_sva_generation_uses_the_noun_verb_and_preposition_lists() -> None:
     rng = random.Random(0)
     pp = [language.generate_sva(rng, "pp") for _ in range(600)]
     subjects = {p.clean[1] for p in pp}
-    pairs_seen = sum(1 for pair in language.NOUNS if set(pair) & subjects)
+    pairs_seen = sum(1 for pair in words.NOUNS if set(pair) & subjects)
     assert pairs_seen >= 15
     assert len({p.clean[2] for p in pp}) >= 3  # prepositions
     verb_pairs = {tuple(sorted(p.answers + p.wrong)) for p in pp}
     assert len(verb_pairs) >= 4
     attractors = {p.clean[4] for p in pp}
-    assert {sg for sg, _ in language.PP_NOUNS} & attractors and {pl for _, pl in language.PP_NOUNS} & attractors
+    assert {sg for sg, _ in words.PP_NOUNS} & attractors and {pl for _, pl in words.PP_NOUNS} & attractors
     # The attractor's number is independent of the subject's: both match and mismatch occur.
-    plural = {pl for _, pl in language.NOUNS + language.PP_NOUNS}
+    plural = {pl for _, pl in words.NOUNS + words.PP_NOUNS}
     agree = Counter((p.clean[1] in plural) == (p.clean[4] in plural) for p in pp)
     assert agree[True] > 100 and agree[False] > 100
     with pytest.raises(ValueError, match="unknown SVA variant"):
@@ -97,7 +97,7 @@ def test_greater_than_years_are_two_digit_tokens() -> None:
         century, yy = p.clean[6], p.clean[7]
         assert re.fullmatch(r"\d\d", century) and re.fullmatch(r"\d\d", yy)
         assert p.clean[-1] == century
-        assert sorted(p.answers + p.wrong) == language.TWO_DIGITS
+        assert sorted(p.answers + p.wrong) == words.TWO_DIGITS
 
 
 def test_training_sentences_complete_the_prompt_with_its_answer() -> None:

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import networkx as nx
 import pytest
+from _browser import CHROMIUM, browse, dump_dom
 
 import viz
-from viz import diagram, export, plots, report
-
-from _browser import CHROMIUM, browse, dump_dom
+from viz import diagram, export, plots
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 HAS_DOT = shutil.which("dot") is not None
@@ -198,7 +197,7 @@ def agnostic_graph() -> nx.DiGraph:
         _add(G, "L1.resid", "*", 4, 0.9, "verb number"),
     ]
     metric = _add_metric(G, 1.0)
-    for u, v in zip(nodes, nodes[1:] + [metric]):
+    for u, v in zip(nodes, [*nodes[1:], metric], strict=True):
         G.add_edge(u, v, effect=0.5 if G.nodes[u]["effect"] > 0 else -0.5)
     return G
 
@@ -210,16 +209,11 @@ ALL_GRAPHS = {"token": token_graph, "schema": schema_graph, "agnostic": agnostic
 # DOT text (always runs)
 # ------------------------------------------------------------------------------------------
 
-_NODE_POS = re.compile(
-    r'^\s*"((?:[^"\\]|\\.)*)" \[.*?pos="([-\d.]+),([-\d.]+)!"', re.MULTILINE
-)
+_NODE_POS = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" \[.*?pos="([-\d.]+),([-\d.]+)!"', re.MULTILINE)
 
 
 def _positions(dot_text: str) -> dict[str, tuple[float, float]]:
-    return {
-        m.group(1): (float(m.group(2)), float(m.group(3)))
-        for m in _NODE_POS.finditer(dot_text)
-    }
+    return {m.group(1): (float(m.group(2)), float(m.group(3))) for m in _NODE_POS.finditer(dot_text)}
 
 
 @pytest.mark.parametrize("kind", sorted(ALL_GRAPHS))
@@ -229,12 +223,8 @@ def test_dot_text_has_every_node_with_its_shape(kind: str) -> None:
     pos = _positions(text)
     for node, data in G.nodes(data=True):
         assert node in pos, node
-        stmt = next(
-            line for line in text.splitlines() if line.strip().startswith(f'"{node}" [')
-        )
-        shape = {"error": "triangle", "metric": "diamond", "feature": "box"}[
-            data["kind"]
-        ]
+        stmt = next(line for line in text.splitlines() if line.strip().startswith(f'"{node}" ['))
+        shape = {"error": "triangle", "metric": "diamond", "feature": "box"}[data["kind"]]
         assert f'shape="{shape}"' in stmt
         if data["kind"] == "error":
             assert 'label="ε"' in stmt
@@ -303,15 +293,10 @@ def test_dot_agnostic_graph_has_one_column() -> None:
 
 def test_dot_escapes_labels() -> None:
     text = viz.to_dot(token_graph())
-    assert (
-        r"quote \" and back\\\\slash <tag>" in text
-        or r"quote \" and back\\slash" in text
-    )
+    assert r"quote \" and back\\\\slash <tag>" in text or r"quote \" and back\\slash" in text
 
 
-def test_render_without_dot_writes_dot_only(
-    tmp_path: Path, monkeypatch, caplog
-) -> None:
+def test_render_without_dot_writes_dot_only(tmp_path: Path, monkeypatch, caplog) -> None:
     monkeypatch.setattr(diagram.shutil, "which", lambda name: None)
     with caplog.at_level(logging.WARNING, logger="viz.diagram"):
         out = viz.render(token_graph(), tmp_path / "circuit")
@@ -331,14 +316,14 @@ def _svg_nodes(svg_text: str) -> dict[str, ET.Element]:
     """Circuit-node <g> elements of a Graphviz SVG by id, checking that <title> says the same
     (row/column headers and the legend carry the class "decoration" and are left out)."""
     root = ET.fromstring(svg_text)
-    found = {}
+    found: dict[str, ET.Element] = {}
     for g in root.iter(f"{SVG_NS}g"):
         classes = (g.get("class") or "").split()
         if "node" not in classes or "decoration" in classes:
             continue
         title = g.find(f"{SVG_NS}title")
         assert title is not None and title.text == g.get("id")
-        found[g.get("id")] = g
+        found[g.get("id", "")] = g
     return found
 
 
@@ -350,10 +335,10 @@ def _rgb(colour: str) -> tuple[int, int, int]:
 def _polygon_points(g: ET.Element) -> tuple[str, int]:
     """Fill colour and number of distinct corners of a node's polygon."""
     polygon = next(g.iter(f"{SVG_NS}polygon"))
-    points = polygon.get("points").split()
+    points = polygon.get("points", "").split()
     if points[0] == points[-1]:
         points = points[:-1]
-    return polygon.get("fill"), len(points)
+    return polygon.get("fill", ""), len(points)
 
 
 @needs_dot
@@ -364,7 +349,7 @@ def test_svg_nodes_by_id_with_colour_and_shape(kind: str, tmp_path: Path) -> Non
     svg_nodes = _svg_nodes(out["svg"].read_text(encoding="utf-8"))
     for node, data in G.nodes(data=True):
         assert node in svg_nodes, node
-        assert data["kind"] in svg_nodes[node].get("class").split()
+        assert data["kind"] in svg_nodes[node].get("class", "").split()
         fill, corners = _polygon_points(svg_nodes[node])
         r, _, b = _rgb(fill)
         if data["effect"] > 0:
@@ -396,9 +381,7 @@ def test_render_writes_svg_png_and_dot(tmp_path: Path) -> None:
         if "edge" in (g.get("class") or "").split()
     }
     assert "L1.resid/9/12->metric" in edge_ids
-    assert not [
-        p for p in tmp_path.iterdir() if p.name.startswith(".")
-    ]  # no temp files left
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
 # ------------------------------------------------------------------------------------------
@@ -446,15 +429,10 @@ def test_plot_curve_reads_the_curve_json_layout(tmp_path: Path) -> None:
         "completeness": None,
         "cpr": 1.2,
         "cmd": 0.3,
-        "metadata": {
-            "edge_curve": {"sizes_edges": [1, 5, 15], "faithfulness": [0.2, 0.7, 1.0]}
-        },
+        "metadata": {"edge_curve": {"sizes_edges": [1, 5, 15], "faithfulness": [0.2, 0.7, 1.0]}},
     }
     normalised = plots.normalise_curve(curve_json)
-    assert (
-        normalised["nodes"] == [1, 4, 16]
-        and "edge-level ablation" in normalised["series"]
-    )
+    assert normalised["nodes"] == [1, 4, 16] and "edge-level ablation" in normalised["series"]
     image = mpimg.imread(viz.plot_curve(curve_json, tmp_path / "curve.png"))
     assert image.shape[1] > 2 * image.shape[0]
 
@@ -485,9 +463,7 @@ CONTEXTS = {
     ],
 }
 
-_EXTERNAL_LOAD = re.compile(
-    r"""(?:src|href|action|data)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE
-)
+_EXTERNAL_LOAD = re.compile(r"""(?:src|href|action|data)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
 
 
 def _write_report(tmp_path: Path, **kwargs) -> tuple[Path, str]:
@@ -550,6 +526,7 @@ def test_report_uses_a_given_svg(tmp_path: Path) -> None:
 # Headless browser
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
 def test_report_in_headless_chromium(tmp_path: Path) -> None:
     import matplotlib.image as mpimg
@@ -574,9 +551,7 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
       document.body.setAttribute('data-probe', JSON.stringify(out));
     </script></body>"""
     probed = tmp_path / "probe.html"
-    probed.write_text(
-        path.read_text(encoding="utf-8").replace("</body>", probe), encoding="utf-8"
-    )
+    probed.write_text(path.read_text(encoding="utf-8").replace("</body>", probe), encoding="utf-8")
     dom = dump_dom(probed.as_uri(), tmp_path / "probe-profile")
     found = re.search(r'data-probe="([^"]*)"', dom)
     assert found, "the report's script did not run"
@@ -589,9 +564,7 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
 
     # The same check sees a page that does load from the network.
     control = tmp_path / "control.html"
-    control.write_text(
-        '<html><body><img src="http://example.invalid/x.png">x</body></html>'
-    )
+    control.write_text('<html><body><img src="http://example.invalid/x.png">x</body></html>')
     _, control_requested = browse(control.as_uri(), tmp_path, "control")
     assert control_requested == ["http://example.invalid/x.png"]
 
@@ -609,19 +582,12 @@ def test_circuit_tracer_export_token_graph(tmp_path: Path) -> None:
     nodes = {n["circuit_node_id"]: n for n in data["nodes"]}
     assert set(nodes) == set(G.nodes)
     assert len({n["node_id"] for n in data["nodes"]}) == len(data["nodes"])
-    assert (
-        nodes["metric"]["feature_type"] == "logit" and nodes["metric"]["layer"] == "3"
-    )
+    assert nodes["metric"]["feature_type"] == "logit" and nodes["metric"]["layer"] == "3"
     assert nodes["metric"]["is_target_logit"] is True
-    assert (
-        nodes["embed/2/17"]["feature_type"] == "embedding"
-        and nodes["embed/2/17"]["layer"] == "E"
-    )
+    assert nodes["embed/2/17"]["feature_type"] == "embedding" and nodes["embed/2/17"]["layer"] == "E"
     assert nodes["L0.attn/7/err"]["feature_type"] == "mlp reconstruction error"
     feature = nodes["L1.attn/9/8"]
-    assert (
-        feature["feature_type"] == "cross layer transcoder" and feature["layer"] == "1"
-    )
+    assert feature["feature_type"] == "cross layer transcoder" and feature["layer"] == "1"
     assert feature["ctx_idx"] == 9 and feature["influence"] == pytest.approx(1.6)
     assert {n["feature_type"] for n in data["nodes"]} == {
         "cross layer transcoder",
@@ -630,10 +596,7 @@ def test_circuit_tracer_export_token_graph(tmp_path: Path) -> None:
         "logit",
     }
     by_new = {n["node_id"]: n["circuit_node_id"] for n in data["nodes"]}
-    links = {
-        (by_new[link["source"]], by_new[link["target"]]): link["weight"]
-        for link in data["links"]
-    }
+    links = {(by_new[link["source"]], by_new[link["target"]]): link["weight"] for link in data["links"]}
     assert links == {(u, v): d["effect"] for u, v, d in G.edges(data=True)}
     path = export.write_circuit_tracer(G, tmp_path / "graph.json")
     assert json.loads(path.read_text())["metadata"]["schema_version"] == 1
@@ -654,8 +617,8 @@ def test_circuit_tracer_export_schema_and_single_site_indices() -> None:
 
 
 def test_package_imports_nothing_else_from_the_project() -> None:
-    for module in (viz, diagram, plots, report, export):
-        source = Path(module.__file__).read_text(encoding="utf-8")
+    for path in Path(viz.__file__).parent.glob("*.py"):
+        source = path.read_text(encoding="utf-8")
         assert not re.search(
             r"^\s*(from|import)\s+(circuits|replacement|attribution)\b",
             source,

@@ -25,7 +25,8 @@ The graph contract:
 Node attributes that are missing are inferred from the id where possible.
 """
 
-from viz.diagram import dot_available, render, to_dot, to_svg
+from viz.diagram import dot_available, render, to_svg
+from viz.dot import to_dot
 from viz.export import to_circuit_tracer, write_circuit_tracer
 from viz.plots import curve_svg, plot_curve
 from viz.report import build_report, write_report

@@ -1,5 +1,9 @@
 """Helpers shared by the renderers: reading node attributes and writing files atomically.
 
+:func:`node_info` reads a node's attributes into a :class:`NodeInfo`; :func:`write_atomic` writes
+one output file atomically; the rest are small readers (:func:`count_nodes`, :func:`edge_effect`,
+:func:`row_key`, :func:`truncate`).
+
 The graph contract (also documented in ``viz/__init__.py``):
 
 * node ids are strings: ``"{site}/{pos}/{index}"`` for a feature, ``"{site}/{pos}/err"`` for an
@@ -10,17 +14,19 @@ The graph contract (also documented in ``viz/__init__.py``):
 * graph attributes: ``model``, ``dictionaries``, ``task``, ``method``, ``positions``,
   ``position_labels``, ``n_layers``.
 
-A missing attribute is inferred from the node id where it can be, so hand-made graphs with only
-ids and effects still render.
+Graphs made by ``circuits`` carry every attribute and are read as they are. A hand-made graph
+that lacks some is completed from its node ids (:func:`_attributes_from_id`), so one with only ids
+and effects still renders.
 """
 
 from __future__ import annotations
 
+import html
 import math
 import os
 import re
 import tempfile
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,68 +90,63 @@ def n_layers_of(graph: nx.DiGraph) -> int:
     value = graph.graph.get("n_layers")
     if isinstance(value, int):
         return value
-    layers = [
-        d.get("layer") for _, d in graph.nodes(data=True) if d.get("kind") != "metric"
-    ]
+    layers = [d.get("layer") for _, d in graph.nodes(data=True) if d.get("kind") != "metric"]
     ints = [v for v in layers if isinstance(v, int)]
     return max(ints) + 1 if ints else 0
 
 
-def node_info(
-    graph: nx.DiGraph, node: Hashable, n_layers: int | None = None
-) -> NodeInfo:
-    """Read one node's attributes, inferring missing ones from its id."""
-    data = graph.nodes[node]
-    node_id = str(node)
-    if n_layers is None:
-        n_layers = n_layers_of(graph)
+#: The node attributes that place a node; a graph carrying them all is read without parsing ids.
+PLACING_ATTRIBUTES = ("site", "layer", "sublayer", "position", "feature", "kind")
 
+
+def _attributes_from_id(node_id: str, data: Mapping[str, Any], n_layers: int) -> dict[str, Any]:
+    """The placing attributes read off a node id, for a graph made by hand with only ids and effects.
+
+    viz imports none of the project's packages, so it cannot call ``circuits.graph.ids.parse_node_id``;
+    graphs made by ``circuits`` carry every placing attribute (its ``validate_graph`` demands them), so
+    this parse only ever serves hand-made graphs. It is lenient where ``parse_node_id`` is strict: an
+    id of another form keeps the whole id as its site. Attributes the graph does carry win.
+    """
     if node_id == METRIC_ID or data.get("kind") == "metric":
         site, pos_text, index = METRIC_ID, None, None
     else:
         parts = node_id.rsplit("/", 2)
-        if len(parts) == 3:
-            site, pos_text, index = parts
-        else:
-            site, pos_text, index = node_id, None, None
-
+        site, pos_text, index = (parts[0], parts[1], parts[2]) if len(parts) == 3 else (node_id, None, None)
     site = str(data.get("site", site))
-    parsed_layer, parsed_sublayer = _site_layer(site, n_layers)
-    layer = data.get("layer", parsed_layer)
-    layer = int(layer) if isinstance(layer, (int, float)) else parsed_layer
-    sublayer = str(data.get("sublayer", parsed_sublayer))
+    layer, sublayer = _site_layer(site, n_layers)
+    kind = "metric" if site == METRIC_ID else "error" if index == ERROR_INDEX else "feature"
+    return {
+        "site": site,
+        "layer": layer,
+        "sublayer": sublayer,
+        "position": None if pos_text is None else _parse_position(pos_text),
+        "feature": int(index) if index is not None and index.lstrip("-").isdigit() else None,
+        "kind": kind,
+    }
 
-    if "kind" in data:
-        kind = str(data["kind"])
-    elif site == METRIC_ID:
-        kind = "metric"
-    elif index == ERROR_INDEX:
-        kind = "error"
-    else:
-        kind = "feature"
 
-    if "position" in data:
-        position = data["position"]
-    elif pos_text is not None:
-        position = _parse_position(pos_text)
-    else:
-        position = None
-
-    if "feature" in data:
-        feature = data["feature"]
-    elif index is not None and index.lstrip("-").isdigit():
-        feature = int(index)
-    else:
-        feature = None
-
+def node_info(graph: nx.DiGraph, node: Hashable, n_layers: int | None = None) -> NodeInfo:
+    """Read one node's attributes; only a node lacking some placing attribute has its id parsed."""
+    data = graph.nodes[node]
+    node_id = str(node)
+    if n_layers is None:
+        n_layers = n_layers_of(graph)
+    attrs: Mapping[str, Any] = data
+    if not all(key in data for key in PLACING_ATTRIBUTES):
+        attrs = {**_attributes_from_id(node_id, data, n_layers), **data}
+    site = str(attrs["site"])
+    layer = attrs["layer"]
+    layer = int(layer) if isinstance(layer, (int, float)) else _site_layer(site, n_layers)[0]
+    kind = str(attrs["kind"])
+    feature = attrs["feature"]
     activation = data.get("activation")
     members = tuple(str(m) for m in data.get("members") or ()) if kind == "group" else ()
     return NodeInfo(
         id=node_id,
         site=site,
         layer=layer,
-        sublayer=sublayer if kind != "metric" else "metric",
-        position=position,
+        sublayer=str(attrs["sublayer"]) if kind != "metric" else "metric",
+        position=attrs["position"],
         feature=int(feature) if isinstance(feature, (int, float)) else None,
         kind=kind,
         effect=_as_float(data.get("effect", 0.0)),
@@ -189,22 +190,29 @@ def row_key(info: NodeInfo) -> tuple[int, int, str]:
     return (info.layer, SUBLAYER_RANK.get(info.sublayer, 1), info.site)
 
 
+def esc(value: object) -> str:
+    """HTML-escaped text (quotes included, so it is also safe inside attributes)."""
+    return html.escape(str(value), quote=True)
+
+
 def truncate(text: str, width: int) -> str:
     """``text`` cut to ``width`` characters, with an ellipsis when cut."""
     text = " ".join(text.split())
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
+    """Write ``data`` (a str as UTF-8) to ``path`` through a temporary file in the same folder and a rename.
+
+    ``circuits.files`` has the project's atomic writes; viz keeps this one small writer because it
+    imports none of the project's packages (it can be installed and used on its own).
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-    )
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
         # mkstemp creates the file private (0600); give it the usual permissions of an output.
         os.chmod(tmp, target.stat().st_mode & 0o777 if target.exists() else 0o644)
         os.replace(tmp, target)
@@ -212,8 +220,3 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    return atomic_write_bytes(path, text.encode("utf-8"))

@@ -53,9 +53,9 @@ from viz._common import (
     SUBLAYER_RANK,
     NodeInfo,
     all_node_info,
-    atomic_write_text,
     edge_effect,
     n_layers_of,
+    write_atomic,
 )
 
 SCHEMA_VERSION = 1
@@ -69,9 +69,7 @@ LOGIT_TYPE = "logit"
 def _sublayer_slots(infos: list[NodeInfo]) -> dict[str, int]:
     """Slot of each non-embedding sublayer kind present in the graph."""
     kinds = {i.sublayer for i in infos if i.kind != "metric" and i.sublayer != "embed"}
-    ordered = sorted(
-        kinds, key=lambda k: (SUBLAYER_RANK.get(k, 3) != 1, SUBLAYER_RANK.get(k, 3), k)
-    )
+    ordered = sorted(kinds, key=lambda k: (SUBLAYER_RANK.get(k, 3) != 1, SUBLAYER_RANK.get(k, 3), k))
     return {kind: slot for slot, kind in enumerate(ordered)}
 
 
@@ -109,12 +107,8 @@ def _prompt_tokens(graph: nx.DiGraph, infos: list[NodeInfo]) -> list[str]:
 
 def _slug(graph: nx.DiGraph) -> str:
     """A file-name-safe slug from the graph's task and method."""
-    raw = graph.graph.get("slug") or "-".join(
-        str(graph.graph[k]) for k in ("task", "method") if graph.graph.get(k)
-    )
-    return (
-        re.sub(r"[^A-Za-z0-9_.-]+", "-", str(raw or "circuit")).strip("-") or "circuit"
-    )
+    raw = graph.graph.get("slug") or "-".join(str(graph.graph[k]) for k in ("task", "method") if graph.graph.get(k))
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(raw or "circuit")).strip("-") or "circuit"
 
 
 def _export_node(
@@ -179,6 +173,36 @@ def _export_node(
     }
 
 
+def _metadata(G: nx.DiGraph, labels: list[str], n_layers: int, slots: dict[str, int]) -> dict[str, Any]:
+    """The export's ``metadata``: slug, scan, transcoder list, prompt and the graph's own attributes."""
+    dictionaries = G.graph.get("dictionaries")
+    if isinstance(dictionaries, (list, tuple)):
+        transcoder_list = [str(d) for d in dictionaries]
+        scan = "-".join(transcoder_list)
+    else:
+        transcoder_list = [str(dictionaries)] if dictionaries else []
+        scan = str(dictionaries or G.graph.get("model") or "")
+
+    metadata: dict[str, Any] = {
+        "slug": _slug(G),
+        "scan": scan,
+        "transcoder_list": transcoder_list,
+        "prompt_tokens": labels,
+        "prompt": str(G.graph.get("prompt") or " ".join(labels)),
+        "node_threshold": G.graph.get("node_threshold"),
+        "schema_version": SCHEMA_VERSION,
+        "info": {
+            "model": G.graph.get("model"),
+            "task": G.graph.get("task"),
+            "method": G.graph.get("method"),
+            "positions": G.graph.get("positions"),
+            "n_layers": n_layers,
+            "sublayer_slots": slots,
+        },
+    }
+    return metadata
+
+
 def to_circuit_tracer(G: nx.DiGraph) -> dict[str, Any]:
     """The graph as a circuit-tracer graph JSON dict (see the module docstring for the mapping).
 
@@ -188,7 +212,6 @@ def to_circuit_tracer(G: nx.DiGraph) -> dict[str, Any]:
     """
     infos = all_node_info(G)
     n_layers = n_layers_of(G)
-    mode = G.graph.get("positions")
     labels = _prompt_tokens(G, infos)
     slots = _sublayer_slots(infos)
     task = str(G.graph.get("task") or "")
@@ -217,31 +240,7 @@ def to_circuit_tracer(G: nx.DiGraph) -> dict[str, Any]:
         for u, v in G.edges
     ]
 
-    dictionaries = G.graph.get("dictionaries")
-    if isinstance(dictionaries, (list, tuple)):
-        transcoder_list = [str(d) for d in dictionaries]
-        scan = "-".join(transcoder_list)
-    else:
-        transcoder_list = [str(dictionaries)] if dictionaries else []
-        scan = str(dictionaries or G.graph.get("model") or "")
-
-    metadata: dict[str, Any] = {
-        "slug": _slug(G),
-        "scan": scan,
-        "transcoder_list": transcoder_list,
-        "prompt_tokens": labels,
-        "prompt": str(G.graph.get("prompt") or " ".join(labels)),
-        "node_threshold": G.graph.get("node_threshold"),
-        "schema_version": SCHEMA_VERSION,
-        "info": {
-            "model": G.graph.get("model"),
-            "task": G.graph.get("task"),
-            "method": G.graph.get("method"),
-            "positions": mode,
-            "n_layers": n_layers,
-            "sublayer_slots": slots,
-        },
-    }
+    metadata = _metadata(G, labels, n_layers, slots)
     q_params = {
         "pinnedIds": [],
         "supernodes": [],
@@ -254,9 +253,7 @@ def to_circuit_tracer(G: nx.DiGraph) -> dict[str, Any]:
 
 def write_circuit_tracer(G: nx.DiGraph, path: str | os.PathLike[str]) -> Path:
     """Write ``to_circuit_tracer(G)`` as JSON to ``path`` (atomically) and return the path."""
-    return atomic_write_text(
-        path, json.dumps(to_circuit_tracer(G), indent=1, default=str) + "\n"
-    )
+    return write_atomic(path, json.dumps(to_circuit_tracer(G), indent=1, default=str) + "\n")
 
 
 __all__ = ["to_circuit_tracer", "write_circuit_tracer"]

@@ -37,7 +37,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from viz._common import atomic_write_bytes
+from viz._common import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +59,7 @@ def _numbers(values: Any) -> list[float]:
     return [float(v) for v in values] if values is not None else []
 
 
-def _pairs(
-    xs: Sequence[float], ys: Sequence[float], what: str
-) -> tuple[list[float], list[float]]:
+def _pairs(xs: Sequence[float], ys: Sequence[float], what: str) -> tuple[list[float], list[float]]:
     """Points sorted by x; mismatched lengths are truncated with a warning."""
     if len(xs) != len(ys):
         logger.warning(
@@ -71,7 +69,7 @@ def _pairs(
             len(ys),
             min(len(xs), len(ys)),
         )
-    points = sorted(zip(xs, ys))
+    points = sorted(zip(xs, ys, strict=False))  # the longer one is cut, as warned
     return [p[0] for p in points], [p[1] for p in points]
 
 
@@ -85,15 +83,7 @@ def _panel(ax: Axes, curve: Mapping[str, Any], size_key: str, xlabel: str) -> No
         values = _numbers(curve.get(key))
         if sizes and values:
             xs, ys = _pairs(sizes, values, key)
-            ax.plot(
-                xs,
-                ys,
-                marker=marker,
-                markersize=4,
-                color=colour,
-                linewidth=1.8,
-                label=key,
-            )
+            ax.plot(xs, ys, marker=marker, markersize=4, color=colour, linewidth=1.8, label=key)
 
     series = curve.get("series") or {}
     for i, (name, data) in enumerate(series.items()):
@@ -103,29 +93,13 @@ def _panel(ax: Axes, curve: Mapping[str, Any], size_key: str, xlabel: str) -> No
             continue
         xs, ys = _pairs(s_sizes, s_faith, f"series {name!r}")
         colour = SERIES_COLOURS[i % len(SERIES_COLOURS)]
-        ax.plot(
-            xs,
-            ys,
-            marker="^",
-            markersize=4,
-            color=colour,
-            linewidth=1.3,
-            linestyle="--",
-            label=f"{name} (faithfulness)",
-        )
+        label = f"{name} (faithfulness)"
+        ax.plot(xs, ys, marker="^", markersize=4, color=colour, linewidth=1.3, linestyle="--", label=label)
         s_comp = _numbers(data.get("completeness"))
         if s_comp:
             xs, ys = _pairs(s_sizes, s_comp, f"series {name!r} completeness")
-            ax.plot(
-                xs,
-                ys,
-                marker="v",
-                markersize=3,
-                color=colour,
-                linewidth=1.0,
-                linestyle=":",
-                label=data.get("completeness_label") or f"{name} (completeness)",
-            )
+            label = data.get("completeness_label") or f"{name} (completeness)"
+            ax.plot(xs, ys, marker="v", markersize=3, color=colour, linewidth=1.0, linestyle=":", label=label)
 
     ax.axhline(1.0, color="#777777", linewidth=0.8, linestyle=":")
     ax.axhline(0.0, color="#777777", linewidth=0.8, linestyle=":")
@@ -177,9 +151,7 @@ def curve_figure(curve: Mapping[str, Any], title: str | None = None) -> Figure:
     """The curve figure, not yet drawn or saved: one panel by nodes, a second by edges when the
     curve has edges (whose title's second line gives CPR and CMD when the curve has them)."""
     curve = normalise_curve(curve)
-    with_edges = bool(curve.get("edges")) or any(
-        data.get("edges") for data in curve["series"].values()
-    )
+    with_edges = bool(curve.get("edges")) or any(data.get("edges") for data in curve["series"].values())
     fig = Figure(figsize=(11.0 if with_edges else 6.2, 4.2), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2 if with_edges else 1, squeeze=False)[0]
@@ -204,9 +176,7 @@ def _save(fig: Figure, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def plot_curve(
-    curve: Mapping[str, Any], path: str | os.PathLike[str], title: str | None = None
-) -> Path:
+def plot_curve(curve: Mapping[str, Any], path: str | os.PathLike[str], title: str | None = None) -> Path:
     """Plot faithfulness and completeness versus circuit size and write it to ``path``.
 
     Args:
@@ -219,7 +189,7 @@ def plot_curve(
     """
     target = Path(path)
     fmt = target.suffix.lstrip(".").lower() or "png"
-    return atomic_write_bytes(target, _save(curve_figure(curve, title), fmt))
+    return write_atomic(target, _save(curve_figure(curve, title), fmt))
 
 
 _SVG_PROLOGUE = re.compile(r"^.*?(?=<svg\b)", re.DOTALL)

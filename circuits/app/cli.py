@@ -6,13 +6,14 @@ subcommands and sets ``func`` on their parsers; ``func(args)`` returns the exit 
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import signal
 import sys
 import threading
 from collections.abc import Callable
+
+from circuits.app.commands import Parser
 
 COMMAND_MODULES = [
     "circuits.app.commands.toy",
@@ -23,19 +24,11 @@ COMMAND_MODULES = [
 ]
 
 
-class _Parser(argparse.ArgumentParser):
-    """Records on the namespace the innermost (sub)command parser that read the arguments, so that an
-    unknown flag is reported with that subcommand's usage rather than the top-level one."""
-
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        parsed, extras = super().parse_known_args(args, namespace)
-        if not hasattr(parsed, "_command_parser"):  # the innermost parser returns first
-            parsed._command_parser, parsed._command_extras = self, list(extras)
-        return parsed, extras
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+def build_parser(*, lazy: bool = False) -> Parser:
+    """The ``circuits`` parser. ``lazy``: the options of a subcommand that :func:`circuits.app.commands.defer`
+    put off are added only when it parses (as :func:`main` does: a command imports only what it
+    needs); otherwise every option is there (for a caller that inspects them)."""
+    parser = Parser(
         prog="circuits",
         description="Circuit discovery over sparse feature graphs: replace a model's sublayers with "
         "sparse dictionaries, attribute the task metric to features and edges, prune to a circuit "
@@ -45,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    if not lazy:
+        for command in sub.choices.values():
+            if isinstance(command, Parser):
+                command.fill()
     return parser
 
 
@@ -63,7 +60,11 @@ def _on_sigterm() -> Callable[[], None]:
     if previous in (signal.SIG_IGN, None):
         return lambda: None
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,13 +89,15 @@ def _main(argv: list[str] | None) -> int:
     from circuits.errors import CircuitsError
     from replacement.errors import ReplacementError
 
-    parser = build_parser()
+    parser = build_parser(lazy=True)
     args, extras = parser.parse_known_args(argv)
     if extras:
         # a flag after the subcommand is that subcommand's error; one before it, the top level's
         own = args._command_extras
         (args._command_parser if own else parser).error(f"unrecognized arguments: {' '.join(own or extras)}")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args) or 0)
     except (CircuitsError, ReplacementError, AttributionError) as err:

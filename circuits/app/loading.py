@@ -1,5 +1,6 @@
 """Loading a model and its replacement: the embedded toy model by default, any HuggingFace causal LM by
-name, and a dictionary set by name (a folder, ``neurons``, ``release:NAME``) spliced into it.
+name, and a dictionary set by name (a folder, ``neurons``, ``release:NAME``) spliced into it
+(:func:`load_dictionaries`, :func:`load_replacement`; :func:`load_setup`: both, as a run loads them).
 
 ``load_model()`` returns a :class:`LoadedModel` holding a TransformerLens ``TransformerBridge``
 and a tokenizer that tasks can use. Real models go through ``TransformerBridge.boot_transformers``;
@@ -12,9 +13,10 @@ from __future__ import annotations
 import copy
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,6 +24,9 @@ from circuits.errors import ModelLoadError, TaskError, VocabularyError
 from replacement.errors import ReplacementError
 from replacement.model import ReplacementModel
 from replacement.sites import MIXED_KINDS, SAE_KINDS
+
+if TYPE_CHECKING:
+    from circuits.app.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +83,18 @@ class HFTokenizer:
     def _ids(self, text: str, source: str | None, line: int | None) -> list[int]:
         ids = list(self.hf(text, add_special_tokens=False)["input_ids"])
         if self.unk_id is not None and self.unk_id in ids:
-            raise VocabularyError(f"{text!r} contains text the tokenizer maps to its unknown token", source=source, line=line)
+            raise VocabularyError(
+                f"{text!r} contains text the tokenizer maps to its unknown token", source=source, line=line
+            )
         return ids
 
     def encode(self, text: str, *, bos: bool = True, source: str | None = None, line: int | None = None) -> list[int]:
         ids = self._ids(text, source, line)
-        return [self.bos_id] + ids if bos else ids
+        return [self.bos_id, *ids] if bos else ids
 
-    def encode_words(self, words: Sequence[str], *, source: str | None = None, line: int | None = None) -> tuple[list[int], list[int]]:
+    def encode_words(
+        self, words: Sequence[str], *, source: str | None = None, line: int | None = None
+    ) -> tuple[list[int], list[int]]:
         ids, starts = [self.bos_id], []
         for i, w in enumerate(words):
             starts.append(len(ids))
@@ -124,7 +133,9 @@ def _offline_error(name: str) -> ModelLoadError:
     )
 
 
-def load_model(name: str = TOY, device: str | torch.device | None = None, hf_model: Any = None, hf_tokenizer: Any = None) -> LoadedModel:
+def load_model(
+    name: str = TOY, device: str | torch.device | None = None, hf_model: Any = None, hf_tokenizer: Any = None
+) -> LoadedModel:
     """The toy model (``"toy"``, the default), a folder with a saved toy model, or a HuggingFace
     causal LM by name or as a ready ``hf_model`` (with ``hf_tokenizer``) wrapped in a TransformerBridge."""
     device = resolve_device(device)
@@ -164,7 +175,9 @@ def load_model(name: str = TOY, device: str | torch.device | None = None, hf_mod
 def _check_model_name(name: str) -> None:
     """Refuse at once a model name that can be neither a folder with a model nor a hub name."""
     if not name.strip():
-        raise ModelLoadError("the model name is empty: give 'toy', a saved toy-model folder or a HuggingFace name such as gpt2")
+        raise ModelLoadError(
+            "the model name is empty: give 'toy', a saved toy-model folder or a HuggingFace name such as gpt2"
+        )
     path = Path(name)
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -175,15 +188,19 @@ def _check_model_name(name: str) -> None:
     elif path.exists():
         raise ModelLoadError(f"model {name!r} is a file, not a model: give its folder, 'toy', or a HuggingFace name")
     elif name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
-        raise ModelLoadError(f"model folder {name!r} does not exist (a HuggingFace name has the form NAME or OWNER/NAME)")
+        raise ModelLoadError(
+            f"model folder {name!r} does not exist (a HuggingFace name has the form NAME or OWNER/NAME)"
+        )
 
 
 def _load_hf(name: str):
     """Model and tokenizer from the local cache, or the hub when it is reachable; fails fast offline."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from replacement.dictionaries.hub import hub_reachable
+
     local = Path(name).is_dir()
-    offline_only = os.environ.get("HF_HUB_OFFLINE") == "1" or not local and not _hub_reachable()
+    offline_only = os.environ.get("HF_HUB_OFFLINE") == "1" or (not local and not hub_reachable())
     try:
         tok = AutoTokenizer.from_pretrained(name, local_files_only=offline_only)
         model = AutoModelForCausalLM.from_pretrained(name, local_files_only=offline_only, attn_implementation="eager")
@@ -192,29 +209,6 @@ def _load_hf(name: str):
             raise _offline_error(name) from None
         raise ModelLoadError(f"could not load {name!r}: {str(err).splitlines()[0]}") from None
     return model, tok
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick HTTP request to the endpoint the HuggingFace libraries will use, so that an offline
-    machine fails at once instead of going through their retries.
-
-    An HTTP request rather than a bare TCP connection: it goes through the proxy settings the hub
-    client also honours, and an interceptor that accepts connections but never answers as a web
-    server does not pass for the hub. Any answer but a server error or rate limit counts as reachable.
-    """
-    from urllib.error import HTTPError, URLError
-    from urllib.request import Request, urlopen
-
-    from huggingface_hub import constants
-
-    try:
-        with urlopen(Request(constants.ENDPOINT, method="HEAD"), timeout=timeout):
-            return True
-    except HTTPError as err:
-        return err.code < 500 and err.code != 429
-    except (URLError, OSError, ValueError):
-        return False
-
 
 
 # What replaces each sublayer: SAEs everywhere, transcoders in place of MLP SAEs, or raw neurons.
@@ -238,41 +232,82 @@ def check_dictionaries(dictionaries: str | None) -> None:
         raise DictionaryError("the dictionary set is an empty name; give a folder, 'neurons' or release:NAME")
     if dictionaries.startswith("release:"):
         if not dictionaries.split(":", 1)[1].strip():
-            raise DictionaryError(f"{dictionaries!r} names no release; write release:NAME, e.g. release:gpt2-small-res-jb")
+            raise DictionaryError(
+                f"{dictionaries!r} names no release; write release:NAME, e.g. release:gpt2-small-res-jb"
+            )
         return
     check_set_folder(dictionaries)
 
 
-def load_dictionaries(loaded: LoadedModel, dictionaries: str | None = None):
+def load_dictionaries(loaded: LoadedModel, dictionaries: str | None = None, composition: str | None = None):
     """The dictionary set named by ``dictionaries``: ``None`` (the shipped toy set, for the toy
     model), ``"neurons"`` (identity dictionaries: the neuron baseline), a folder, or
-    ``"release:NAME"`` (a SAELens pretrained release). A folder's set is checked against the model
-    (its hooks and widths: :meth:`~replacement.dictionaries.DictionarySet.validate_for`)."""
-    from replacement.dictionaries import DictionarySet, shipped_toy_set
+    ``"release:NAME"`` (a SAELens pretrained release), checked against the model (its hooks and
+    widths: :meth:`~replacement.dictionaries.DictionarySet.validate_for`).
 
+    ``composition`` (:data:`COMPOSITIONS`) keeps the sites it replaces; a set lacking any of them but
+    the embedding is refused (:class:`ModelLoadError`). None keeps every site of the set.
+    """
+    from circuits.toy.model import shipped_dictionary_set
+    from replacement.dictionaries import DictionarySet
+
+    if composition is not None and composition not in COMPOSITIONS:
+        raise ModelLoadError(f"unknown composition {composition!r}; expected one of {', '.join(COMPOSITIONS)}")
+    wanted = COMPOSITIONS[composition] if composition is not None else None
     if dictionaries is None:
         if loaded.name != TOY:
             raise ModelLoadError(
                 f"no default dictionaries for {loaded.name!r}: pass --dictionaries FOLDER, release:NAME or neurons"
             )
-        return DictionarySet.load(shipped_toy_set(), device=loaded.device)
-    if dictionaries == NEURONS:
-        return DictionarySet.identity(loaded.model)
-    if dictionaries.startswith("release:"):
-        return DictionarySet.from_pretrained(dictionaries.split(":", 1)[1], device=loaded.device, model=loaded.model)
-    dset = DictionarySet.load(Path(dictionaries), device=loaded.device)
-    try:
-        dset.validate_for(loaded.model)
-    except ReplacementError as err:
-        raise type(err)(f"{dictionaries}: {err}") from None
+        dset = DictionarySet.load(shipped_dictionary_set(), device=loaded.device)
+    elif dictionaries == NEURONS:
+        dset = DictionarySet.identity(loaded.model, **({} if wanted is None else {"kinds": wanted}), name=NEURONS)
+    elif dictionaries.startswith("release:"):
+        dset = DictionarySet.from_pretrained(dictionaries.split(":", 1)[1], device=loaded.device, model=loaded.model)
+    else:
+        dset = DictionarySet.load(Path(dictionaries), device=loaded.device)
+        try:
+            dset.validate_for(loaded.model)
+        except ReplacementError as err:
+            raise type(err)(f"{dictionaries}: {err}") from None
+    if wanted is None:
+        return dset
+    available = {s.kind for s in dset.sites}
+    missing = [k for k in wanted if k not in available and k != "embed"]
+    if missing:
+        raise ModelLoadError(
+            f"the dictionary set {dset.name!r} has no {', '.join(missing)} sites, which the composition {composition!r} "
+            f"needs (it has {', '.join(sorted(available))})"
+        )
+    dset = dset.select(kinds=[k for k in wanted if k in available])
+    dset.validate_for(loaded.model)
     return dset
 
 
-def load_replacement(loaded: LoadedModel, dictionaries: str | None = None, composition: str = "sae") -> ReplacementModel:
-    """A :class:`ReplacementModel` of ``loaded`` with the chosen dictionaries and composition."""
-    if composition not in COMPOSITIONS:
-        raise ModelLoadError(f"unknown composition {composition!r}; expected one of {', '.join(COMPOSITIONS)}")
-    dset = load_dictionaries(loaded, dictionaries)
-    kinds = [k for k in COMPOSITIONS[composition] if any(s.kind == k for s in dset.sites)]
-    dset.validate_for(loaded.model)
-    return ReplacementModel(loaded.model, dset.select(kinds=kinds))
+def load_replacement(
+    loaded: LoadedModel, dictionaries: str | None = None, composition: str = "sae"
+) -> ReplacementModel:
+    """A :class:`ReplacementModel` of ``loaded`` with the dictionaries of ``composition``
+    (:func:`load_dictionaries`)."""
+    return ReplacementModel(loaded.model, load_dictionaries(loaded, dictionaries, composition))
+
+
+@dataclass
+class Setup:
+    """The model, the replacement model and the names a run records in circuit.json."""
+
+    loaded: LoadedModel
+    rm: ReplacementModel
+    model_name: str
+    dictionaries_name: str
+    dictionaries_source: str
+
+
+def load_setup(config: ModelConfig) -> Setup:
+    """Load the model and the dictionaries of its composition (:func:`load_dictionaries`), the first
+    phase of a run; a missing dictionary folder is reported before the model loads."""
+    check_dictionaries(config.dictionaries)
+    loaded = load_model(config.model, device=config.device)
+    ds = load_dictionaries(loaded, config.dictionaries, config.composition)
+    source = config.dictionaries if config.dictionaries is not None else "default"
+    return Setup(loaded, ReplacementModel(loaded.model, ds), loaded.name, ds.name, source)

@@ -7,8 +7,8 @@ last span. Examples of different lengths line up through their span names.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from circuits.errors import SchemaError
 
@@ -37,7 +37,13 @@ class Schema:
 
     @classmethod
     def from_starts(
-        cls, names: Sequence[str], starts: Sequence[int], length: int, *, source: str | None = None, line: int | None = None
+        cls,
+        names: Sequence[str],
+        starts: Sequence[int],
+        length: int,
+        *,
+        source: str | None = None,
+        line: int | None = None,
     ) -> Schema:
         """Build from each span's first token index (the schema-CSV layout); a span ends where the next starts."""
         if len(names) != len(starts):
@@ -58,7 +64,8 @@ class Schema:
             if start < prev:
                 raise SchemaError(
                     f"spans out of order: {name!r} starts at token {start}, before {prev_name!r} at token {prev}",
-                    source=source, line=line,
+                    source=source,
+                    line=line,
                 )
             if start == prev:
                 raise SchemaError(
@@ -66,7 +73,9 @@ class Schema:
                 )
         if starts and starts[-1] >= int(length):
             raise SchemaError(
-                f"span {names[-1]!r} starts at token {starts[-1]}, past the prompt's {length} tokens", source=source, line=line
+                f"span {names[-1]!r} starts at token {starts[-1]}, past the prompt's {length} tokens",
+                source=source,
+                line=line,
             )
         ends = list(starts[1:]) + [length]
         spans = tuple(Span(n, int(s), int(e)) for n, s, e in zip(names, starts, ends))
@@ -94,18 +103,28 @@ class Schema:
         # Order first: a permutation of a good cover is "out of order", not "uncovered".
         for before, span in zip(self.spans, self.spans[1:]):
             if span.start < before.start:
-                raise SchemaError(f"spans out of order: {span.name!r} (at {span.start}) comes after {before.name!r} (at {before.start})")
+                raise SchemaError(
+                    f"spans out of order: {span.name!r} (at {span.start}) comes after {before.name!r} (at {before.start})"
+                )
         prev: Span | None = None
         for span in self.spans:
             if prev is None:
                 if span.start < 0:
-                    raise SchemaError(f"the first span {span.name!r} starts at token {span.start}; token indices count from 0 (BOS)")
+                    raise SchemaError(
+                        f"the first span {span.name!r} starts at token {span.start}; token indices count from 0 (BOS)"
+                    )
                 if span.start != 0:
-                    raise SchemaError(f"tokens 0..{span.start - 1} are not covered: the first span {span.name!r} starts at {span.start}")
+                    raise SchemaError(
+                        f"tokens 0..{span.start - 1} are not covered: the first span {span.name!r} starts at {span.start}"
+                    )
             elif span.start < prev.end:
-                raise SchemaError(f"spans {prev.name!r} ({prev.start}..{prev.end}) and {span.name!r} ({span.start}..{span.end}) overlap")
+                raise SchemaError(
+                    f"spans {prev.name!r} ({prev.start}..{prev.end}) and {span.name!r} ({span.start}..{span.end}) overlap"
+                )
             elif span.start > prev.end:
-                raise SchemaError(f"tokens {prev.end}..{span.start - 1} between {prev.name!r} and {span.name!r} are not covered")
+                raise SchemaError(
+                    f"tokens {prev.end}..{span.start - 1} between {prev.name!r} and {span.name!r} are not covered"
+                )
             prev = span
         last = self.spans[-1]
         if last.end < self.length:

@@ -23,11 +23,12 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from circuits.errors import SchemaError, TaskError
-from circuits.files import atomic_write
 from circuits.data.schema import Schema, per_token_schema
 from circuits.data.tasks import Example, Task, TextTokenizer
+from circuits.errors import SchemaError, TaskError
+from circuits.files import atomic_write
 
 REQUIRED_FIELDS = ("clean_prefix", "patch_prefix", "clean_answer", "patch_answer")
 NON_SPAN_COLUMNS = ("prompt", "length")
@@ -74,10 +75,18 @@ def _parse_schema_rows(reader: Iterator[list[str]], src: str) -> list[tuple[str,
         raise SchemaError(f"column {unnamed[0]} of the header has no name (a stray comma?)", source=src, line=1)
     dup = sorted({c for c in header if header.count(c) > 1})
     if dup:
-        raise SchemaError(f"column {dup[0]!r} appears {header.count(dup[0])} times in the header; name each column once", source=src, line=1)
+        raise SchemaError(
+            f"column {dup[0]!r} appears {header.count(dup[0])} times in the header; name each column once",
+            source=src,
+            line=1,
+        )
     for col in NON_SPAN_COLUMNS:
         if col not in header:
-            raise TaskError(f"missing column {col!r} (columns: {', '.join(_short(c) for c in header) or 'none'})", source=src, line=1)
+            raise TaskError(
+                f"missing column {col!r} (columns: {', '.join(_short(c) for c in header) or 'none'})",
+                source=src,
+                line=1,
+            )
     span_cols = [c for c in header if c not in NON_SPAN_COLUMNS]
     if not span_cols:
         raise SchemaError("no span columns besides 'prompt' and 'length'", source=src, line=1)
@@ -111,7 +120,7 @@ def write_schema_csv(path: str | Path, prompts: Iterable[str], schemas: Iterable
         with open(tmp, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["prompt", *names, "length"])
-            for prompt, s in zip(prompts, schemas):
+            for prompt, s in zip(prompts, schemas, strict=True):
                 if list(s.names) != names:
                     raise SchemaError(f"span names {list(s.names)} differ from {names}", source=str(path))
                 w.writerow([prompt, *s.starts, s.length])
@@ -119,11 +128,65 @@ def write_schema_csv(path: str | Path, prompts: Iterable[str], schemas: Iterable
     atomic_write(path, write)
 
 
-def _answers(record: dict, single: str, plural: str, tok: TextTokenizer, src: str, line: int) -> tuple[list[int], list[str]]:
+def _answers(
+    record: dict, single: str, plural: str, tok: TextTokenizer, src: str, line: int
+) -> tuple[list[int], list[str]]:
     texts = record.get(plural) or [record[single]]
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise TaskError(f"{plural!r} must be a list of strings", source=src, line=line)
     return [tok.token_id(t, source=src, line=line) for t in texts], list(texts)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's pairs as a dict, refusing a key given twice (json would keep the last silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _parse_record(raw: str, src: str, line: int) -> dict[str, Any]:
+    """One line of a task file as a checked record: a JSON object with the required string fields,
+    non-empty prompts and answers that differ (equal answers make the metric 0 on every example)."""
+    try:
+        rec = json.loads(raw, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as err:
+        raise TaskError(f"key {str(err)!r} appears twice; give each field once", source=src, line=line) from None
+    except json.JSONDecodeError as err:
+        raise TaskError(f"not valid JSON ({err.msg})", source=src, line=line) from None
+    except (ValueError, RecursionError) as err:  # an int of thousands of digits, or nesting too deep
+        message = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0]
+        raise TaskError(f"not usable JSON ({message})", source=src, line=line) from None
+    if isinstance(rec, list) and line == 1 and rec and all(isinstance(r, dict) for r in rec):
+        raise TaskError("the file is one JSON array; write one JSON object per line (JSONL)", source=src, line=line)
+    if not isinstance(rec, dict):
+        raise TaskError("each line must be a JSON object", source=src, line=line)
+    missing = [f for f in REQUIRED_FIELDS if f not in rec]
+    if missing:
+        raise TaskError(f"missing field {', '.join(repr(m) for m in missing)}", source=src, line=line)
+    not_text = [f for f in REQUIRED_FIELDS if not isinstance(rec[f], str)]
+    if not_text:
+        raise TaskError(
+            f"field {not_text[0]!r} must be a string, got {_short(rec[not_text[0]])}", source=src, line=line
+        )
+    for field in ("clean_prefix", "patch_prefix"):
+        if not rec[field].strip():
+            raise TaskError(f"field {field!r} is empty; a prompt needs at least one word", source=src, line=line)
+    if rec["clean_answer"] == rec["patch_answer"]:
+        raise TaskError(
+            f"clean_answer and patch_answer are both {_short(rec['clean_answer'])}: the metric would be 0 on every "
+            "example; give the counterfactual's own answer",
+            source=src,
+            line=line,
+        )
+    _check_encodable(rec, src, line)
+    return rec
 
 
 def load_task(
@@ -138,30 +201,7 @@ def load_task(
     path = Path(path)
     src = str(path)
     _require_file(path)
-    records = []
-    for line, raw in _jsonl_lines(path):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise TaskError(f"not valid JSON ({err.msg})", source=src, line=line) from None
-        except (ValueError, RecursionError) as err:  # an int of thousands of digits, or nesting too deep
-            message = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0]
-            raise TaskError(f"not usable JSON ({message})", source=src, line=line) from None
-        if not isinstance(rec, dict):
-            raise TaskError("each line must be a JSON object", source=src, line=line)
-        missing = [f for f in REQUIRED_FIELDS if f not in rec]
-        if missing:
-            raise TaskError(f"missing field {', '.join(repr(m) for m in missing)}", source=src, line=line)
-        not_text = [f for f in REQUIRED_FIELDS if not isinstance(rec[f], str)]
-        if not_text:
-            raise TaskError(f"field {not_text[0]!r} must be a string, got {_short(rec[not_text[0]])}", source=src, line=line)
-        for field in ("clean_prefix", "patch_prefix"):
-            if not rec[field].strip():
-                raise TaskError(f"field {field!r} is empty; a prompt needs at least one word", source=src, line=line)
-        _check_encodable(rec, src, line)
-        records.append((line, rec))
+    records = [(line, _parse_record(raw, src, line)) for line, raw in _jsonl_lines(path) if raw.strip()]
     if not records:
         raise TaskError("no examples", source=src)
     clean_schemas = _schema_rows(schema, len(records), src)
@@ -182,23 +222,33 @@ def load_task(
             raise SchemaError(
                 f"the counterfactual is {len(corrupted)} tokens and the clean prompt {len(clean)}: "
                 "prompts of different lengths need schema CSVs for both (schema and corrupted_schema)",
-                source=src, line=line,
+                source=src,
+                line=line,
             )
         ex = Example(
-            clean, corrupted, answers, wrong, s_clean, s_corr,
-            clean_text=rec["clean_prefix"], corrupted_text=rec["patch_prefix"],
-            answer_texts=answer_texts, wrong_texts=wrong_texts, case=str(rec.get("case", "")),
+            clean,
+            corrupted,
+            answers,
+            wrong,
+            s_clean,
+            s_corr,
+            clean_text=rec["clean_prefix"],
+            corrupted_text=rec["patch_prefix"],
+            answer_texts=answer_texts,
+            wrong_texts=wrong_texts,
+            case=str(rec.get("case", "")),
         )
         ex.check(source=src, line=line)
         examples.append(ex)
     task_name = name or path.stem
     first = examples[0].schema.names
-    for (line, _), ex in zip(records, examples):
+    for (line, _), ex in zip(records, examples, strict=True):
         if ex.schema.names != first:
             raise SchemaError(
                 f"span names {list(ex.schema.names)} differ from the first example's {list(first)} "
                 "(prompts of different lengths need a schema CSV)",
-                source=src, line=line,
+                source=src,
+                line=line,
             )
     return Task(task_name, examples, metric)
 
@@ -231,7 +281,9 @@ def _check_encodable(record: dict, src: str, line: int) -> None:
                     text.encode("utf-8")
                 except UnicodeEncodeError:
                     raise TaskError(
-                        f"field {key!r} holds an unpaired surrogate escape ({_short(text)}); write the text itself", source=src, line=line
+                        f"field {key!r} holds an unpaired surrogate escape ({_short(text)}); write the text itself",
+                        source=src,
+                        line=line,
                     ) from None
 
 
@@ -250,7 +302,11 @@ def _pick_schema(rows, k: int, prompt: str, ids: list[int], path, line: int) -> 
     row_prompt, row = rows[k]
     csv_line = row.line
     if row_prompt.strip() != prompt.strip():
-        raise SchemaError(f"row prompt {row_prompt!r} does not match the task's line {line} {prompt!r}", source=str(path), line=csv_line)
+        raise SchemaError(
+            f"row prompt {row_prompt!r} does not match the task's line {line} {prompt!r}",
+            source=str(path),
+            line=csv_line,
+        )
     if row.length != len(ids):
         raise SchemaError(
             f"length {row.length} but {prompt!r} is {len(ids)} tokens (BOS included)", source=str(path), line=csv_line
@@ -263,7 +319,9 @@ def _spaced(answer: str) -> str:
     return answer if answer[:1].isspace() else " " + answer
 
 
-def save_task(task: Task, path: str | Path, schema: str | Path | None = None, corrupted_schema: str | Path | None = None) -> None:
+def save_task(
+    task: Task, path: str | Path, schema: str | Path | None = None, corrupted_schema: str | Path | None = None
+) -> None:
     """Write ``task`` as JSONL (and its schemas as CSV when paths are given); readable by :func:`load_task`."""
     path = Path(path)
 
@@ -272,7 +330,7 @@ def save_task(task: Task, path: str | Path, schema: str | Path | None = None, co
             for ex in task.examples:
                 answers = [_spaced(a) for a in ex.answer_texts]
                 wrong = [_spaced(w) for w in ex.wrong_texts]
-                rec = {
+                rec: dict[str, Any] = {
                     "clean_prefix": ex.clean_text,
                     "patch_prefix": ex.corrupted_text,
                     "clean_answer": answers[0],
@@ -289,4 +347,6 @@ def save_task(task: Task, path: str | Path, schema: str | Path | None = None, co
     if schema is not None:
         write_schema_csv(schema, [e.clean_text for e in task.examples], [e.schema for e in task.examples])
     if corrupted_schema is not None:
-        write_schema_csv(corrupted_schema, [e.corrupted_text for e in task.examples], [e.corrupted_schema for e in task.examples])
+        write_schema_csv(
+            corrupted_schema, [e.corrupted_text for e in task.examples], [e.corrupted_schema for e in task.examples]
+        )

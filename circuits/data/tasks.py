@@ -12,13 +12,14 @@ metric reads each example's own last token.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 
-from circuits.errors import SchemaError, TaskError
 from circuits.data.schema import Schema
+from circuits.errors import SchemaError, TaskError
 from circuits.toy import language
 
 
@@ -28,9 +29,13 @@ class TextTokenizer(Protocol):
 
     pad_id: int
 
-    def encode(self, text: str, *, bos: bool = True, source: str | None = None, line: int | None = None) -> list[int]: ...
+    def encode(
+        self, text: str, *, bos: bool = True, source: str | None = None, line: int | None = None
+    ) -> list[int]: ...
 
-    def encode_words(self, words: Sequence[str], *, source: str | None = None, line: int | None = None) -> tuple[list[int], list[int]]: ...
+    def encode_words(
+        self, words: Sequence[str], *, source: str | None = None, line: int | None = None
+    ) -> tuple[list[int], list[int]]: ...
 
     def token_id(self, word: str, *, source: str | None = None, line: int | None = None) -> int: ...
 
@@ -57,17 +62,22 @@ class Example:
         """Raise unless schemas fit their prompts and share span names, and answers are given."""
         if not self.answers or not self.wrong:
             raise TaskError("an example needs at least one answer and one wrong answer", source=source, line=line)
-        for which, toks, schema in (("clean", self.clean, self.schema), ("corrupted", self.corrupted, self.corrupted_schema)):
+        for which, toks, schema in (
+            ("clean", self.clean, self.schema),
+            ("corrupted", self.corrupted, self.corrupted_schema),
+        ):
             if schema.length != len(toks):
                 raise SchemaError(
                     f"the {which} schema covers {schema.length} tokens but the {which} prompt has {len(toks)}",
-                    source=source, line=line,
+                    source=source,
+                    line=line,
                 )
         if self.schema.names != self.corrupted_schema.names:
             raise SchemaError(
                 f"clean and corrupted prompts have different span names: {list(self.schema.names)} vs "
                 f"{list(self.corrupted_schema.names)}",
-                source=source, line=line,
+                source=source,
+                line=line,
             )
 
 
@@ -97,7 +107,9 @@ class TaskBatch:
         return self.clean.shape[0]
 
     def to(self, device: torch.device | str) -> TaskBatch:
-        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        moved: dict[str, Any] = {
+            k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()
+        }
         return TaskBatch(**moved)
 
 
@@ -152,7 +164,8 @@ class Task:
             if ex.schema.names != names:
                 raise SchemaError(
                     f"span names {list(ex.schema.names)} differ from the first example's {list(names)}",
-                    source=self.name, line=i + 1,
+                    source=self.name,
+                    line=i + 1,
                 )
 
     @property
@@ -194,7 +207,8 @@ def make_batch(examples: Sequence[Example], pad_id: int, span_names: Sequence[st
         wrong=_pad([e.wrong for e in examples], -1),
         clean_span=_pad([[position[e.schema.spans[i].name] for i in e.schema.span_index()] for e in examples], -1),
         corrupted_span=_pad(
-            [[position[e.corrupted_schema.spans[i].name] for i in e.corrupted_schema.span_index()] for e in examples], -1
+            [[position[e.corrupted_schema.spans[i].name] for i in e.corrupted_schema.span_index()] for e in examples],
+            -1,
         ),
         span_names=tuple(span_names),
         metric=metric,
@@ -255,20 +269,48 @@ def register_task(spec: TaskSpec) -> TaskSpec:
 
 
 for _spec in (
-    TaskSpec("ioi", lambda r: language.generate_ioi(r, "ABBA"), "logit_diff",
-             "Indirect object identification, ABBA order; counterfactual: three new names (ABC)."),
-    TaskSpec("ioi-baba", lambda r: language.generate_ioi(r, "BABA"), "logit_diff",
-             "Indirect object identification, BABA order; counterfactual: three new names (ABC)."),
-    TaskSpec("sva-simple", lambda r: language.generate_sva(r, "simple"), "logit_diff",
-             "Subject-verb agreement: 'The teachers' -> are / is."),
-    TaskSpec("sva-pp", lambda r: language.generate_sva(r, "pp"), "logit_diff",
-             "Agreement across a prepositional phrase: 'The teachers near the desk' -> are / is."),
-    TaskSpec("sva-within-rc", lambda r: language.generate_sva(r, "within-rc"), "logit_diff",
-             "Agreement within a relative clause: 'The teacher that the dogs' -> like / likes."),
-    TaskSpec("sva-across-rc", lambda r: language.generate_sva(r, "across-rc"), "logit_diff",
-             "Agreement across a relative clause: 'The teachers that the dog likes' -> are / is."),
-    TaskSpec("greater-than", language.generate_greater_than, "prob_diff",
-             "Greater-than: 'The war lasted from the year 17 32 to the year 17' -> a year above 32."),
+    TaskSpec(
+        "ioi",
+        lambda r: language.generate_ioi(r, "ABBA"),
+        "logit_diff",
+        "Indirect object identification, ABBA order; counterfactual: three new names (ABC).",
+    ),
+    TaskSpec(
+        "ioi-baba",
+        lambda r: language.generate_ioi(r, "BABA"),
+        "logit_diff",
+        "Indirect object identification, BABA order; counterfactual: three new names (ABC).",
+    ),
+    TaskSpec(
+        "sva-simple",
+        lambda r: language.generate_sva(r, "simple"),
+        "logit_diff",
+        "Subject-verb agreement: 'The teachers' -> are / is.",
+    ),
+    TaskSpec(
+        "sva-pp",
+        lambda r: language.generate_sva(r, "pp"),
+        "logit_diff",
+        "Agreement across a prepositional phrase: 'The teachers near the desk' -> are / is.",
+    ),
+    TaskSpec(
+        "sva-within-rc",
+        lambda r: language.generate_sva(r, "within-rc"),
+        "logit_diff",
+        "Agreement within a relative clause: 'The teacher that the dogs' -> like / likes.",
+    ),
+    TaskSpec(
+        "sva-across-rc",
+        lambda r: language.generate_sva(r, "across-rc"),
+        "logit_diff",
+        "Agreement across a relative clause: 'The teachers that the dog likes' -> are / is.",
+    ),
+    TaskSpec(
+        "greater-than",
+        language.generate_greater_than,
+        "prob_diff",
+        "Greater-than: 'The war lasted from the year 17 32 to the year 17' -> a year above 32.",
+    ),
 ):
     register_task(_spec)
 
@@ -297,7 +339,9 @@ def make_task(name: str, tokenizer: TextTokenizer, n: int = 64, seed: int = 0) -
     half of the prompts fit, the task cannot be built and :class:`TaskError` says why.
     """
     if name not in TASKS:
-        raise TaskError(f"unknown task {name!r}{_did_you_mean(name)}; built-in tasks are {', '.join(available_tasks())}")
+        raise TaskError(
+            f"unknown task {name!r}{_did_you_mean(name)}; built-in tasks are {', '.join(available_tasks())}"
+        )
     if n < 1:
         raise TaskError(f"a task needs at least one example, asked for {n}", source=name)
     spec = TASKS[name]

@@ -36,14 +36,17 @@ import json
 import math
 import numbers
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from circuits.errors import CircuitError
-from circuits.graph.ids import AGNOSTIC, METRIC, parse_node_id, read_json, write_json_atomic
+from circuits.files import write_text_atomic
+from circuits.graph.ids import AGNOSTIC, METRIC, parse_node_id
+from circuits.graph.io import read_json
 
 SCHEMA_VERSION = 1
 MIB_FRACTIONS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -74,14 +77,14 @@ def size_grid(max_size: int, n_points: int = 15) -> list[int]:
     for i in range(1, n):
         lowest = sizes[-1] + 1
         highest = max_size - (n - 1 - i)  # leave room for the points still to come
-        sizes.append(min(max(lowest, int(round(targets[i]))), highest))
+        sizes.append(min(max(lowest, round(float(targets[i]))), highest))
     return sizes
 
 
 def fraction_sizes(total: int, fractions: Sequence[float] = MIB_FRACTIONS) -> list[int]:
     """The number of edges (or nodes) for each fraction of ``total``: ``ceil(k * total)``, at least 1."""
     total = _positive_int(total, "total")
-    sizes = []
+    sizes: list[int] = []
     for k in fractions:
         if not isinstance(k, numbers.Real) or not 0 < k <= 1:
             raise CircuitError(f"fraction {k!r} is not in (0, 1]")
@@ -191,7 +194,9 @@ class Curve:
                 raise CircuitError(f"curve {name} must be an int >= 0 or None, not {value!r}")
         for name in ("cpr", "cmd"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            ):
                 raise CircuitError(f"curve {name} must be a finite number or None, not {value!r}")
         if not isinstance(self.metadata, dict):
             raise CircuitError("curve metadata must be a dict")
@@ -220,9 +225,13 @@ class Curve:
         """Build a curve from a curve.json object; :class:`CircuitError` for anything malformed."""
         where = f"{source}: " if source else ""
         if not isinstance(data, dict) or "schema_version" not in data:
-            raise CircuitError(f"{where}not a curve file: expected a JSON object with 'schema_version' and the curve's lists")
+            raise CircuitError(
+                f"{where}not a curve file: expected a JSON object with 'schema_version' and the curve's lists"
+            )
         if data["schema_version"] != SCHEMA_VERSION or isinstance(data["schema_version"], bool):
-            raise CircuitError(f"{where}curve schema_version is {data['schema_version']!r}; this version reads schema_version {SCHEMA_VERSION}")
+            raise CircuitError(
+                f"{where}curve schema_version is {data['schema_version']!r}; this version reads schema_version {SCHEMA_VERSION}"
+            )
         names = [f.name for f in dataclasses.fields(cls)]
         missing = [n for n in ("sizes_nodes", "sizes_edges", "faithfulness") if n not in data]
         if missing:
@@ -241,7 +250,7 @@ class Curve:
             text = json.dumps(self.to_dict(), allow_nan=False, ensure_ascii=False, indent=2)
         except (TypeError, ValueError) as err:
             raise CircuitError(f"cannot write {path}: the curve's metadata is not JSON ({err})") from None
-        return write_json_atomic(path, text + "\n")
+        return write_text_atomic(path, text + "\n")
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> Curve:
@@ -252,13 +261,13 @@ class Curve:
 def nodes_needed(curve: Curve, level: float) -> int | None:
     """The smallest size on the curve's grid (in nodes) whose faithfulness is at least ``level``; None if
     no point reaches it. An upper bound on the smallest such circuit: sizes between grid points are not tried."""
-    sizes = [s for s, f in zip(curve.sizes_nodes, curve.faithfulness) if f >= level]
+    sizes = [s for s, f in zip(curve.sizes_nodes, curve.faithfulness, strict=True) if f >= level]
     return min(sizes) if sizes else None
 
 
 def edges_needed(curve: Curve, level: float) -> int | None:
     """The smallest size in edges whose faithfulness is at least ``level``; None if no point reaches it."""
-    sizes = [s for s, f in zip(curve.sizes_edges, curve.faithfulness) if f >= level]
+    sizes = [s for s, f in zip(curve.sizes_edges, curve.faithfulness, strict=True) if f >= level]
     return min(sizes) if sizes else None
 
 
@@ -284,4 +293,3 @@ def span_footprint(nodes: Sequence[str], positional: Any) -> int:
         site, position, index = parse_node_id(str(node))
         total += by_feature.get((site, index), 0) if position == AGNOSTIC else 1
     return total
-

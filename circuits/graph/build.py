@@ -13,7 +13,7 @@ turns their scores into the graph of :mod:`circuits.graph.ids`:
    (on the first ``edge_examples`` examples);
    every node gets its direct edge into the metric. An edge enters the graph when both of its ends
    are graph nodes and ``|effect| > edge_threshold``. Nodes whose incoming edges were scored carry
-   ``scored_inputs=True``; evaluation at edge level relies on it (see :mod:`circuits.evaluation.evaluator`).
+   ``scored_inputs=True``; evaluation at edge level relies on it (see :mod:`circuits.evaluation.edge_level`).
 
 The metric node's ``effect`` is the mean task metric on the clean prompts.
 """
@@ -29,20 +29,13 @@ from typing import Any
 import networkx as nx
 import torch
 
-from attribution.core import AttributionInputs, SiteValues
-from attribution.edges import ERROR, LOCAL, EdgeEffects, Target, edge_effects
+from attribution.core import ERROR, AttributionInputs, SiteValues, node_index, with_error_column
+from attribution.edges import LOCAL, EdgeEffects, Target, edge_effects, edge_method
 from attribution.nodes import IG_MODES, NodeEffects, node_effects
 from attribution.positions import PositionMap
-from circuits.errors import CircuitError
-from circuits.graph.ids import (
-    ERROR_INDEX,
-    METRIC,
-    POSITION_MODES,
-    add_metric,
-    new_graph,
-    node_id,
-)
 from circuits.data.tasks import TaskBatch
+from circuits.errors import CircuitError, check_counts
+from circuits.graph.ids import ERROR_INDEX, METRIC, POSITION_MODES, add_metric, new_graph, node_id
 from replacement.model import ReplacementModel
 from replacement.sites import Site
 
@@ -69,39 +62,70 @@ class BuildConfig:
     per changed upstream node; :func:`attribution.edges.edge_effects`).
     """
 
-    method: str = "ig"
-    positions: str = "agnostic"
-    steps: int = 10
-    ig_mode: str = "inputs"
-    min_effect: float | None = 0.0
-    max_nodes: int | None = None
-    max_targets: int = 128
-    edge_threshold: float = 0.0
-    edge_examples: int | None = None
-    rows_per_pass: int = 32
-    edge_local: str = "linear"
+    # The metadata name each field's ``circuits discover`` flag (see :mod:`circuits.app.config`).
+    method: str = field(
+        default="ig",
+        metadata={"flag": "--method", "choices": ("ig", "atp"),
+                  "help": "integrated gradients (default) or attribution patching"},
+    )
+    positions: str = field(
+        default="agnostic",
+        metadata={"flag": "--positions", "choices": ("token", "schema", "agnostic"),
+                  "help": "node positions: token indices, schema spans, or none (default: agnostic, the smallest "
+                  "faithful circuits on the toy tasks)"},
+    )
+    steps: int = field(
+        default=5,
+        metadata={"flag": "--steps", "type": "positive_int",
+                  "help": "integrated-gradient steps (default 5, the EAP-IG convention)"},
+    )
+    ig_mode: str = field(
+        default="inputs",
+        metadata={"flag": "--ig-mode", "choices": ("inputs", "per-site"),
+                  "help": "interpolate the input, every site at once (default), or one site at a time (sites x steps "
+                  "passes)"},
+    )
+    min_effect: float | None = field(default=0.0, metadata={"flag": None})
+    max_nodes: int | None = field(
+        default=None,
+        metadata={"flag": "--max-nodes", "type": "positive_int",
+                  "help": "at most this many nodes in the attributed graph (default: every node of nonzero effect)"},
+    )
+    max_targets: int = field(
+        default=96,
+        metadata={"flag": "--max-targets", "type": "positive_int",
+                  "help": "nodes whose incoming edges are scored (default 96)"},
+    )
+    edge_threshold: float = field(default=0.0, metadata={"flag": None})
+    edge_examples: int | None = field(
+        default=None,
+        metadata={"flag": "--edge-examples", "type": "positive_int",
+                  "help": "score the edges on the first N attribution examples only (default: all of them)"},
+    )
+    rows_per_pass: int = field(default=32, metadata={"flag": None})
+    edge_local: str = field(
+        default="linear",
+        metadata={"flag": "--edge-local", "choices": ("linear", "exact"),
+                  "help": "edges from the downstream node's derivative (default, batched backward passes) or its actual "
+                  "direct change (one forward row per changed upstream node: exact through attention, slower)"},
+    )
 
     def __post_init__(self) -> None:
         if self.method not in BUILD_METHODS:
             raise CircuitError(f"unknown attribution method {self.method!r}; expected one of {', '.join(BUILD_METHODS)}")
         if self.positions not in POSITION_MODES:
             raise CircuitError(f"unknown positions mode {self.positions!r}; expected one of {', '.join(POSITION_MODES)}")
-        if self.steps < 1:
-            raise CircuitError(f"steps must be at least 1, got {self.steps}")
+        check_counts({"--steps": self.steps}, {"--max-nodes": self.max_nodes, "--edge-examples": self.edge_examples})
         if self.ig_mode not in IG_MODES:
             raise CircuitError(f"unknown ig_mode {self.ig_mode!r}; expected one of {', '.join(IG_MODES)}")
         if self.edge_local not in LOCAL:
             raise CircuitError(f"unknown edge_local {self.edge_local!r}; expected one of {', '.join(LOCAL)}")
-        if self.max_nodes is not None and self.max_nodes < 1:
-            raise CircuitError(f"max_nodes must be at least 1 (or None), got {self.max_nodes}")
         if self.max_targets < 0:
             raise CircuitError(f"max_targets must be >= 0, got {self.max_targets}")
         if self.min_effect is not None and self.min_effect < 0:
             raise CircuitError(f"min_effect must be >= 0 (or None), got {self.min_effect}")
         if self.edge_threshold < 0:
             raise CircuitError(f"edge_threshold must be >= 0, got {self.edge_threshold}")
-        if self.edge_examples is not None and self.edge_examples < 1:
-            raise CircuitError(f"edge_examples must be at least 1 (or None), got {self.edge_examples}")
 
 
 @dataclass
@@ -189,8 +213,8 @@ class AggregatedNodes:
     errors: torch.Tensor
 
     def as_matrix(self) -> torch.Tensor:
-        """[n_positions, d_sae + 1]: the error node in the last column."""
-        return torch.cat([self.features, self.errors[:, None]], dim=1)
+        """[n_positions, d_sae + 1]: the error node in the last column (:func:`attribution.core.node_index`)."""
+        return with_error_column(self.features, self.errors)
 
 
 def aggregate_nodes(nodes: NodeEffects, positions: PositionMap) -> dict[str, AggregatedNodes]:
@@ -230,7 +254,7 @@ def choose_targets(
         d_sae = agg[site].features.shape[1]
         pos, idx = torch.nonzero(keep[site], as_tuple=True)
         for p, i, v in zip(pos.tolist(), idx.tolist(), mat[pos, idx].tolist()):
-            candidates.append((-v, rank, site, p, ERROR if i == d_sae else i))
+            candidates.append((-v, rank, site, p, node_index(i, d_sae)))
     candidates.sort(key=lambda c: (c[0], c[1], c[3], c[4]))
     return [Target(site, p, i) for _, _, site, p, i in candidates[:max_targets]]
 
@@ -261,8 +285,10 @@ def first_examples(
 # ---------------------------------------------------------------------------------------- graph
 
 
-def _index(i: int, d_sae: int) -> int | str:
-    return ERROR_INDEX if i == d_sae or i == ERROR else i
+def graph_index(index: int) -> int | str:
+    """The graph id's index of an attribution node index: a feature stays, :data:`~attribution.core.ERROR` becomes
+    :data:`~circuits.graph.ids.ERROR_INDEX` (the one place where the two encodings meet)."""
+    return ERROR_INDEX if index == ERROR else index
 
 
 def _add_edges(
@@ -274,12 +300,12 @@ def _add_edges(
     threshold: float,
 ) -> None:
     for site, (f, e) in by_site.items():
-        mat = torch.cat([f.cpu(), e.cpu()[:, None]], dim=1)
+        mat = with_error_column(f.cpu(), e.cpu())
         d_sae = f.shape[1]
         mask = keep[site] & (mat.abs() > threshold) & (mat != 0)
         pos, idx = torch.nonzero(mask, as_tuple=True)
         for p, i, v in zip(pos.tolist(), idx.tolist(), mat[pos, idx].tolist()):
-            src = node_id(site, graph_position(positions, p), _index(i, d_sae))
+            src = node_id(site, graph_position(positions, p), graph_index(node_index(i, d_sae)))
             G.add_edge(src, target_id, effect=float(v))
 
 
@@ -307,8 +333,9 @@ def graph_from_effects(
         kind = Site.parse(site)
         pos, idx = torch.nonzero(keep[site], as_tuple=True)
         for p, i, v in zip(pos.tolist(), idx.tolist(), mat[pos, idx].tolist()):
-            index = _index(i, d_sae)
-            scored = (site, p, ERROR if index == ERROR_INDEX else i) in targeted
+            node = node_index(i, d_sae)
+            index = graph_index(node)
+            scored = (site, p, node) in targeted
             position = graph_position(positions, p)
             G.add_node(
                 node_id(kind.name, position, index), site=kind.name, layer=kind.layer, sublayer=kind.kind, position=position,
@@ -318,8 +345,7 @@ def graph_from_effects(
     add_metric(G, effect=float(metric_value), label=metric_label, scored_inputs=True)
     if edges is not None:
         for t in targets:
-            d_sae = agg[t.site].features.shape[1]
-            tid = node_id(t.site, graph_position(positions, t.position), _index(t.index, d_sae))
+            tid = node_id(t.site, graph_position(positions, t.position), graph_index(t.index))
             _add_edges(G, tid, edges.incoming.get(t, {}), keep, positions, edge_threshold)
         _add_edges(G, METRIC, edges.to_metric, keep, positions, edge_threshold)
     return G
@@ -358,8 +384,8 @@ def attribute_graph(
     targets = choose_targets(agg, keep, config.max_targets, rm.site_names)
     t0 = time.perf_counter()
     e_inputs, e_nodes, e_positions = first_examples(inputs, nodes, positions, config.edge_examples)
-    edges = edge_effects(rm, e_inputs, e_nodes, targets, e_positions, rows_per_pass=config.rows_per_pass, progress=progress,
-                         local=config.edge_local)
+    method = edge_method(config.edge_local, rows_per_pass=config.rows_per_pass)
+    edges = edge_effects(rm, e_inputs, e_nodes, targets, e_positions, method, progress=progress)
     seconds["edges"] = time.perf_counter() - t0
     with torch.no_grad():
         clean_metric = float(inputs.metric(rm.run(inputs.clean).logits, inputs.index()).mean())

@@ -13,7 +13,8 @@ span-level and position-agnostic graphs (see :mod:`circuits.graph.ids`). It runs
      largest ``|effect|`` whose target is already in the circuit (and its source), until the circuit
      has ``n_edges`` edges or ``n_nodes`` nodes; only the chosen edges are kept.
 
-   Ties in ``|effect|`` go to the node or edge that comes first in the graph's order.
+   Ties in ``|effect|`` go to the node or edge that comes first in the graph's order
+   (:mod:`circuits.graph.ranking`).
    The metric node is always selected and never counted as a node.
 
 2. *Connect* (:func:`connect_inputs_to_metric`, always run): keep only the selected nodes that lie
@@ -31,13 +32,15 @@ from __future__ import annotations
 import heapq
 import math
 import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import networkx as nx
 
 from circuits.errors import CircuitError
 from circuits.graph.ids import METRIC, copy_graph, count_nodes
+from circuits.graph.ranking import top_k
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,9 @@ class PruneResult:
 
 def _require_metric(G: nx.DiGraph) -> None:
     if METRIC not in G:
-        raise CircuitError(f"the graph has no {METRIC!r} node; an attributed graph needs its single sink {METRIC!r} to be pruned")
+        raise CircuitError(
+            f"the graph has no {METRIC!r} node; an attributed graph needs its single sink {METRIC!r} to be pruned"
+        )
 
 
 def _magnitude(value: Any, what: str) -> float:
@@ -133,17 +138,12 @@ def _check_threshold(value: float | None, name: str) -> None:
 def _check_size(value: Any, name: str, available: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise CircuitError(f"{name} must be an int, not {value!r}")
-    if value < 1:
+    size = int(value)
+    if size < 1:
         raise CircuitError(f"{name} is {value}; a circuit needs at least 1")
-    if value > available:
+    if size > available:
         raise CircuitError(f"{name} is {value}, but the graph has only {available} {what}")
-    return int(value)
-
-
-def _top(magnitudes: dict[Any, float], k: int) -> list[Any]:
-    """The ``k`` keys of largest magnitude; ties go to the earlier key (dicts keep graph order)."""
-    ranked = sorted(enumerate(magnitudes.items()), key=lambda item: (-item[1][1], item[0]))
-    return [key for _, (key, _) in ranked[:k]]
+    return size
 
 
 # ----------------------------------------------------------------------------------- selection
@@ -154,7 +154,9 @@ def input_nodes(G: nx.DiGraph) -> list[str]:
     return [n for n in G if n != METRIC and G.in_degree(n) == 0]
 
 
-def select_by_threshold(G: nx.DiGraph, *, node_threshold: float | None = None, edge_threshold: float | None = None) -> Selection:
+def select_by_threshold(
+    G: nx.DiGraph, *, node_threshold: float | None = None, edge_threshold: float | None = None
+) -> Selection:
     """Nodes with ``|effect| >= node_threshold``, edges with ``|effect| >= edge_threshold`` between them.
 
     A threshold left as None keeps every node (or every edge between kept nodes).
@@ -165,7 +167,8 @@ def select_by_threshold(G: nx.DiGraph, *, node_threshold: float | None = None, e
     nodes = {n for n, m in _node_magnitudes(G).items() if node_threshold is None or m >= node_threshold}
     nodes.add(METRIC)
     edges = {
-        e for e, m in _edge_magnitudes(G).items()
+        e
+        for e, m in _edge_magnitudes(G).items()
         if e[0] in nodes and e[1] in nodes and (edge_threshold is None or m >= edge_threshold)
     }
     return Selection(frozenset(nodes), frozenset(edges))
@@ -175,7 +178,7 @@ def select_top_nodes(G: nx.DiGraph, n_nodes: int) -> Selection:
     """The ``n_nodes`` nodes of largest ``|effect|`` (metric not counted) and all edges between them."""
     _require_metric(G)
     n_nodes = _check_size(n_nodes, "n_nodes", count_nodes(G), "nodes (not counting 'metric')")
-    nodes = set(_top(_node_magnitudes(G), n_nodes)) | {METRIC}
+    nodes = set(top_k(_node_magnitudes(G), n_nodes)) | {METRIC}
     _edge_magnitudes(G)  # every edge must be scored, as in the other rules
     edges = {(u, v) for u, v in G.edges if u in nodes and v in nodes}
     return Selection(frozenset(nodes), frozenset(edges))
@@ -186,7 +189,7 @@ def select_top_edges(G: nx.DiGraph, n_edges: int) -> Selection:
     _require_metric(G)
     n_edges = _check_size(n_edges, "n_edges", G.number_of_edges(), "edges")
     _node_magnitudes(G)
-    edges = set(_top(_edge_magnitudes(G), n_edges))
+    edges = set(top_k(_edge_magnitudes(G), n_edges))
     nodes = {n for e in edges for n in e} | {METRIC}
     return Selection(frozenset(nodes), frozenset(edges))
 
@@ -213,7 +216,8 @@ def select_greedy(G: nx.DiGraph, *, n_edges: int | None = None, n_nodes: int | N
         for u, _ in G.in_edges(node):
             heapq.heappush(frontier, (-magnitudes[(u, node)], order[(u, node)], u, node))
 
-    nodes, edges = {METRIC}, set()
+    nodes: set[str] = {METRIC}
+    edges: set[tuple[str, str]] = set()
     enter(METRIC)
     while frontier:
         if n_edges is not None and len(edges) >= n_edges:
@@ -276,7 +280,9 @@ def _finish(G: nx.DiGraph, selection: Selection, rule: str, params: dict[str, An
     return PruneResult(circuit, rule, params, selection.n_nodes, len(selection.edges), dropped)
 
 
-def prune_by_threshold(G: nx.DiGraph, *, node_threshold: float | None = None, edge_threshold: float | None = None) -> PruneResult:
+def prune_by_threshold(
+    G: nx.DiGraph, *, node_threshold: float | None = None, edge_threshold: float | None = None
+) -> PruneResult:
     """Prune by ``|effect|`` thresholds on nodes and/or edges (see :func:`select_by_threshold`)."""
     selection = select_by_threshold(G, node_threshold=node_threshold, edge_threshold=edge_threshold)
     return _finish(G, selection, "threshold", {"node_threshold": node_threshold, "edge_threshold": edge_threshold})

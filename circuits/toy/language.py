@@ -16,93 +16,32 @@ words of their own, so that every word is exactly one token of the word-level to
 
 Every generator takes a :class:`random.Random` and returns a :class:`Prompt`: the clean
 prompt, its counterfactual, the schema spans, the answer and wrong-answer words, and the
-continuation that completes the sentence in the training corpus.
+continuation that completes the sentence in the training corpus. The word lists and templates
+they draw from are in :mod:`circuits.toy.words`.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-NAMES = [
-    "John", "Mary", "Tom", "Anna", "James", "Sarah", "David", "Emma", "Michael", "Laura",
-    "Peter", "Alice", "Robert", "Kate", "Daniel", "Lisa", "Paul", "Julia", "Mark", "Rose",
-    "Henry", "Clara", "Simon", "Helen", "Adam", "Grace", "Oliver", "Lucy", "Jack", "Nora",
-    "Leo", "Ruth", "Max", "Eva", "Sam", "Ivy", "Ben", "Iris", "Carl", "Amy",
-]
-PLACES = [
-    "store", "park", "school", "garden", "market", "station", "library", "beach", "office",
-    "hospital", "restaurant", "cafe", "museum", "church", "river", "lake", "farm", "forest",
-    "bank", "hotel", "theater", "stadium", "bakery", "harbor", "village", "castle", "airport",
-    "kitchen", "gym", "zoo", "mall", "bridge",
-]
-OBJECTS = [
-    "ring", "book", "drink", "apple", "letter", "gift", "pen", "ball", "cake", "key",
-    "bottle", "basket", "flower", "hat", "coin", "map", "box", "cup", "bag", "lamp", "kite",
-    "card", "toy", "shirt", "clock", "plate", "candle", "watch", "stone", "ticket", "bell",
-    "brush",
-]
-
-# IOI templates in BABA order: [B] is the subject S, [A] the indirect object IO. The ABBA
-# variant swaps the two names of the first clause. Every template ends "... to [A]".
-IOI_TEMPLATES = [
-    "Then , [B] and [A] went to the [PLACE] . [B] gave a [OBJECT] to [A]",
-    "Then , [B] and [A] had a lot of fun at the [PLACE] . [B] gave a [OBJECT] to [A]",
-    "Then , [B] and [A] were working at the [PLACE] . [B] decided to give a [OBJECT] to [A]",
-    "Then , [B] and [A] were thinking about going to the [PLACE] . [B] wanted to give a [OBJECT] to [A]",
-    "Then , [B] and [A] had a long argument , and afterwards [B] said to [A]",
-    "After [B] and [A] went to the [PLACE] , [B] gave a [OBJECT] to [A]",
-    "When [B] and [A] got a [OBJECT] at the [PLACE] , [B] decided to give it to [A]",
-    "When [B] and [A] got a [OBJECT] at the [PLACE] , [B] decided to give the [OBJECT] to [A]",
-    "While [B] and [A] were working at the [PLACE] , [B] gave a [OBJECT] to [A]",
-    "While [B] and [A] were commuting to the [PLACE] , [B] gave a [OBJECT] to [A]",
-    "After the lunch , [B] and [A] went to the [PLACE] . [B] gave a [OBJECT] to [A]",
-    "Afterwards , [B] and [A] went to the [PLACE] . [B] gave a [OBJECT] to [A]",
-    "Then , [B] and [A] had a long argument . Afterwards [B] said to [A]",
-    "The [PLACE] [B] and [A] went to had a [OBJECT] . [B] gave it to [A]",
-    "Friends [B] and [A] found a [OBJECT] at the [PLACE] . [B] gave it to [A]",
-]
-
-NOUNS = [  # (singular, plural)
-    ("teacher", "teachers"), ("doctor", "doctors"), ("student", "students"),
-    ("farmer", "farmers"), ("artist", "artists"), ("pilot", "pilots"), ("singer", "singers"),
-    ("lawyer", "lawyers"), ("dancer", "dancers"), ("writer", "writers"), ("baker", "bakers"),
-    ("guard", "guards"), ("nurse", "nurses"), ("driver", "drivers"), ("player", "players"),
-    ("child", "children"), ("man", "men"), ("woman", "women"), ("author", "authors"),
-    ("officer", "officers"),
-]
-# Main verbs (singular, plural) with the words that may follow them.
-VERBS = [
-    (("is", "are"), [["happy"], ["tired"], ["here"], ["late"], ["ready"], ["kind"], ["busy"]]),
-    (("has", "have"), [["a", "dog"], ["a", "book"], ["a", "car"], ["time"], ["a", "plan"]]),
-    (("does", "do"), [["well"], ["nothing"], ["the", "work"], ["it"]]),
-    (("goes", "go"), [["home"], ["away"], ["to", "the", "park"], ["out"]]),
-    (("was", "were"), [["happy"], ["tired"], ["there"], ["late"], ["young"]]),
-    (("runs", "run"), [["fast"], ["away"], ["home"], ["every", "day"]]),
-]
-PREPOSITIONS = ["near", "behind", "beside", "above", "under", "with"]
-# Second nouns: attractors after a preposition, and subjects of relative clauses.
-PP_NOUNS = [
-    ("desk", "desks"), ("car", "cars"), ("tree", "trees"), ("door", "doors"),
-    ("house", "houses"), ("window", "windows"), ("wall", "walls"), ("table", "tables"),
-    ("fence", "fences"), ("tower", "towers"),
-]
-RC_NOUNS = [
-    ("dog", "dogs"), ("cat", "cats"), ("boy", "boys"), ("girl", "girls"),
-    ("friend", "friends"), ("king", "kings"), ("queen", "queens"), ("horse", "horses"),
-    ("parent", "parents"), ("neighbor", "neighbors"),
-]
-RC_VERBS = [("likes", "like"), ("sees", "see"), ("knows", "know"), ("helps", "help"), ("meets", "meet")]
-
-GT_NOUNS = [
-    "war", "expedition", "siege", "reign", "drought", "famine", "voyage", "strike",
-    "journey", "trial", "conflict", "plague", "revolt", "crusade", "feud", "festival",
-]
-CENTURIES = ["11", "12", "13", "14", "15", "16", "17", "18", "19"]
-TWO_DIGITS = [f"{i:02d}" for i in range(100)]
-
-ADJECTIVES = ["happy", "tired", "busy", "kind", "young", "old", "quiet", "ready", "late"]
+from circuits.toy.words import (
+    ADJECTIVES,
+    CENTURIES,
+    GT_NOUNS,
+    IOI_TEMPLATES,
+    NAMES,
+    NOUNS,
+    OBJECTS,
+    PLACES,
+    PP_NOUNS,
+    PREPOSITIONS,
+    RC_NOUNS,
+    RC_VERBS,
+    TWO_DIGITS,
+    VERBS,
+)
 
 
 @dataclass
@@ -253,7 +192,7 @@ def generate_greater_than(rng: random.Random) -> Prompt:
     clean = frame + [TWO_DIGITS[yy]] + tail
     corrupted = frame + ["01"] + tail
     spans = [("prefix", 0), ("XX1", 6), ("YY", 7), ("middle", 8), ("XX2", 11)]
-    answers = TWO_DIGITS[yy + 1:]
+    answers = TWO_DIGITS[yy + 1 :]
     wrong = TWO_DIGITS[: yy + 1]
     return Prompt(clean, corrupted, spans, answers, wrong, ["."], case=f"yy{yy:02d}")
 
@@ -335,7 +274,37 @@ def vocabulary() -> list[str]:
         words |= {w for w in t.split() if not w.startswith("[")}
     # Words that only the filler, SVA and greater-than frames use.
     words |= set(
-        "The the a that . , to went likes was saw at In year built and are friends found near "
-        "Then had with said ended in gave back lasted from".split()
+        [
+            "The",
+            "the",
+            "a",
+            "that",
+            ".",
+            ",",
+            "to",
+            "went",
+            "likes",
+            "was",
+            "saw",
+            "at",
+            "In",
+            "year",
+            "built",
+            "and",
+            "are",
+            "friends",
+            "found",
+            "near",
+            "Then",
+            "had",
+            "with",
+            "said",
+            "ended",
+            "in",
+            "gave",
+            "back",
+            "lasted",
+            "from",
+        ]
     )
     return sorted(words)

@@ -33,6 +33,11 @@ def shipped_dir() -> Path:
     return Path(str(resources.files("circuits.toy") / "data"))
 
 
+def shipped_dictionary_set() -> Path:
+    """The folder of the dictionary set trained for the toy model (shipped beside its weights)."""
+    return shipped_dir() / "dictionaries"
+
+
 @dataclass
 class ToyModelConfig:
     """Architecture of the toy model (attention + MLP + LayerNorm)."""
@@ -107,7 +112,9 @@ def train_model(
     model = build_model(model_config, tokenizer, device=device)
     net = model.original_model  # the plain module: same parameters, no hook overhead
     net.train()
-    opt = torch.optim.AdamW(net.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(
+        net.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay, betas=(0.9, 0.98)
+    )
 
     def lr_at(step: int) -> float:
         if step < train_config.warmup:
@@ -180,7 +187,9 @@ def load_model(directory: str | Path | None = None, device: str | torch.device |
     result = model.original_model.load_state_dict(state, strict=False)
     # Keys skipped as aliases of stored tensors are fine; anything else missing is not.
     full = model.original_model.state_dict()
-    really_missing = [k for k in result.missing_keys if not any(full[k].data_ptr() == full[s].data_ptr() for s in state)]
+    really_missing = [
+        k for k in result.missing_keys if not any(full[k].data_ptr() == full[s].data_ptr() for s in state)
+    ]
     if really_missing or result.unexpected_keys:
         from circuits.errors import ModelLoadError
 

@@ -7,8 +7,8 @@ vocabulary is an error naming the word, never a silent ``<unk>``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 
@@ -99,7 +99,9 @@ class WordTokenizer:
             )
         return list(enc.ids)
 
-    def encode_words(self, words: Sequence[str], *, source: str | None = None, line: int | None = None) -> tuple[list[int], list[int]]:
+    def encode_words(
+        self, words: Sequence[str], *, source: str | None = None, line: int | None = None
+    ) -> tuple[list[int], list[int]]:
         """Ids of ``words`` with BOS first, and the token index where each word starts."""
         ids = [self.bos_id]
         starts = []

@@ -15,12 +15,19 @@ def register(sub) -> None:
     train = tsub.add_parser("train", help="train the toy model on the toy language (seeded)")
     where = train.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", help="folder to write the model into")
-    where.add_argument("--replace-shipped", action="store_true",
-                       help="rewrite the package's shipped model (for maintainers: its dictionaries then need retraining too)")
+    where.add_argument(
+        "--replace-shipped",
+        action="store_true",
+        help="rewrite the package's shipped model (for maintainers: its dictionaries then need retraining too)",
+    )
     train.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default 2500)")
-    train.add_argument("--seed", type=seed, default=0, help="seed of the weights and of the training sentences (default 0)")
+    train.add_argument(
+        "--seed", type=seed, default=0, help="seed of the weights and of the training sentences (default 0)"
+    )
     train.add_argument("--layers", type=positive_int, default=None, help="transformer layers (default 3)")
-    train.add_argument("--d-model", type=positive_int, default=None, help="residual width (default 96; the MLP is 4x as wide)")
+    train.add_argument(
+        "--d-model", type=positive_int, default=None, help="residual width (default 96; the MLP is 4x as wide)"
+    )
     train.add_argument("--device", default="cpu", help="torch device to train on (default cpu)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_train)
@@ -30,8 +37,13 @@ def register(sub) -> None:
     add_output_options(ev)
     ev.add_argument("-n", "--examples", type=positive_int, default=256, help="held-out examples per task")
     ev.add_argument("--seed", type=seed, default=0, help="seed of the generated examples (default 0)")
-    ev.add_argument("--tasks", nargs="*", default=None, help="built-in task names or JSONL task files, each with the FILE_schema.csv beside it when there is one "
-                    "(default: every built-in task)")
+    ev.add_argument(
+        "--tasks",
+        nargs="*",
+        default=None,
+        help="built-in task names or JSONL task files, each with the FILE_schema.csv beside it when there is one "
+        "(default: every built-in task)",
+    )
     ev.set_defaults(func=_eval)
 
 
@@ -46,7 +58,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.replace_shipped:
         check_output_dir(shipped_dir(), "the shipped model folder")
     else:
-        check_output_dir(args.out, "--out")
+        out = check_output_dir(args.out, "--out")
+        _refuse_other_output(out, args.out)
     mcfg = ToyModelConfig(seed=args.seed)
     if args.layers:
         mcfg = replace(mcfg, n_layers=args.layers)
@@ -66,11 +79,27 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+# files that mark a folder as another command's output, which replaces that folder as a whole
+_OTHER_OUTPUTS = {"circuit.json": "a `circuits discover` run folder", "index.json": "a dictionary set"}
+
+
+def _refuse_other_output(out, shown: str) -> None:
+    """Refuse to write the model into a run folder or a dictionary set: the next run or training into that
+    folder would replace it, model included."""
+    from pathlib import Path
+
+    from circuits.errors import OutputError
+
+    for name, kind in _OTHER_OUTPUTS.items():
+        if (Path(out) / name).is_file():
+            raise OutputError(f"--out {shown} is {kind} (it holds {name}): give a new or empty folder for the model")
+
+
 def _eval(args: argparse.Namespace) -> int:
-    from circuits.evaluation.behaviour import run_task
-    from circuits.app.commands.tasks import resolve_task
     from circuits.app.loading import load_model
+    from circuits.data.splits import resolve_task
     from circuits.data.tasks import available_tasks
+    from circuits.evaluation.behaviour import run_task
 
     loaded = load_model(args.model, device=args.device)
     names = args.tasks or available_tasks()
