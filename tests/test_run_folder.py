@@ -268,7 +268,7 @@ def test_the_cli_takes_over_a_stale_lock(
     lock = write_lock(out, dead_pid())
     seen = []
 
-    def load_setup(config):
+    def load_setup(*args, **kwargs):
         seen.append(json.loads(lock.read_text())["pid"])  # the lock is held while the model loads
         raise CircuitError("stopped where the model would load")
 

@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -24,9 +24,6 @@ from circuits.errors import ModelLoadError, TaskError, VocabularyError
 from replacement.errors import ReplacementError
 from replacement.model import ReplacementModel
 from replacement.sites import MIXED_KINDS, SAE_KINDS
-
-if TYPE_CHECKING:
-    from circuits.app.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -303,11 +300,12 @@ class Setup:
     dictionaries_source: str
 
 
-def load_setup(config: ModelConfig) -> Setup:
+def load_setup(model: str, dictionaries: str | None, composition: str, device: str | None = None) -> Setup:
     """Load the model and the dictionaries of its composition (:func:`load_dictionaries`), the first
-    phase of a run; a missing dictionary folder is reported before the model loads."""
-    check_dictionaries(config.dictionaries)
-    loaded = load_model(config.model, device=config.device)
-    ds = load_dictionaries(loaded, config.dictionaries, config.composition)
-    source = config.dictionaries if config.dictionaries is not None else "default"
+    phase of a run (the fields of :class:`circuits.app.config.ModelConfig`); a missing dictionary
+    folder is reported before the model loads."""
+    check_dictionaries(dictionaries)
+    loaded = load_model(model, device=device)
+    ds = load_dictionaries(loaded, dictionaries, composition)
+    source = dictionaries if dictionaries is not None else "default"
     return Setup(loaded, ReplacementModel(loaded.model, ds), loaded.name, ds.name, source)

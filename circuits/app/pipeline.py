@@ -49,7 +49,7 @@ from circuits.data.inputs import attribution_inputs
 from circuits.data.splits import TaskData, load_data
 from circuits.data.tasks import TaskBatch
 from circuits.errors import CircuitError
-from circuits.evaluation import Curves, Evaluation, Evaluator, faithfulness_curves, smallest_faithful
+from circuits.evaluation import Curves, Evaluation, Evaluator, circuit_summary, faithfulness_curves, smallest_faithful
 from circuits.evaluation.curves import MIB_FRACTIONS, nodes_needed
 from circuits.graph.build import AttributedGraph, attribute_graph, check_token_positions
 from circuits.graph.ids import METRIC, copy_graph, count_nodes
@@ -319,16 +319,7 @@ class DiscoverResult:
         """The JSON summary ``circuits discover --json`` prints."""
         e, meta = self.evaluation, self.graph.graph
         return {
-            "faithfulness": e.faithfulness,
-            "completeness": e.completeness,
-            "nodes": e.nodes,
-            "edges": self.circuit.number_of_edges(),
-            "feature_nodes": e.feature_nodes,
-            "error_nodes": e.error_nodes,
-            "faithfulness_edges": None if self.edge_evaluation is None else self.edge_evaluation.faithfulness,
-            "m_model": e.m_model,
-            "m_empty": e.m_empty,
-            "m_circuit": e.m_circuit,
+            **circuit_summary(self.circuit, e, self.edge_evaluation),
             "cpr": self.curves.cpr,
             "cmd": self.curves.cmd,
             "nodes_needed": {str(level): nodes_needed(self.curves.nodes, level) for level in LEVELS},
@@ -375,7 +366,7 @@ def _discover_run(config: DiscoverConfig, out: Path | None, progress: bool) -> D
     """The phases of :func:`discover`; the run folder is written straight into ``out`` (the staging folder)."""
     seconds: dict[str, float] = {}
     with _timed(seconds, "load"):
-        setup = load_setup(config.model)
+        setup = load_setup(config.model.model, config.model.dictionaries, config.model.composition, config.model.device)
         data = load_task_data(config, setup)
     with _timed(seconds, "attribute"):
         attributed = attribute(config, setup, data, progress)

@@ -15,7 +15,7 @@ from circuits.app.loading import COMPOSITIONS, load_setup
 from circuits.data.splits import evaluation_split, load_data, load_split
 from circuits.data.tasks import Task, TaskBatch
 from circuits.errors import CircuitError
-from circuits.evaluation import EvalConfig, Evaluation, Evaluator
+from circuits.evaluation import EvalConfig, Evaluation, Evaluator, circuit_summary
 from circuits.graph.build import check_token_positions
 from circuits.graph.ids import count_nodes
 from circuits.graph.io import check_compatible, load_circuit
@@ -44,16 +44,7 @@ class SavedEvaluation:
         """The JSON summary ``circuits evaluate --json`` prints."""
         e = self.evaluation
         return {
-            "faithfulness": e.faithfulness,
-            "completeness": e.completeness,
-            "nodes": e.nodes,
-            "edges": self.circuit.number_of_edges(),
-            "feature_nodes": e.feature_nodes,
-            "error_nodes": e.error_nodes,
-            "faithfulness_edges": None if self.edge_evaluation is None else self.edge_evaluation.faithfulness,
-            "m_model": e.m_model,
-            "m_empty": e.m_empty,
-            "m_circuit": e.m_circuit,
+            **circuit_summary(self.circuit, e, self.edge_evaluation),
             "ablation": e.ablation,
             "task": self.circuit.graph.get("task"),
             "model": self.circuit.graph.get("model"),
@@ -153,7 +144,7 @@ def evaluate_saved(config: EvaluateConfig) -> SavedEvaluation:
     )
     model, eval_config = _settings(config, meta)
     check_compatible(G, model=model.model, source=str(path))
-    setup = load_setup(model)
+    setup = load_setup(model.model, model.dictionaries, model.composition, model.device)
     check_compatible(G, model=setup.model_name, dictionaries=setup.dictionaries_name, source=str(path))
     n_layers = int(setup.rm.model.cfg.n_layers)
     if int(meta.get("n_layers", n_layers)) != n_layers:

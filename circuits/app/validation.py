@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from circuits.app.config import COMPOSITION_CHOICES, DEVICE_HELP
+from circuits.app.config import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -28,30 +28,7 @@ class ValidationConfig:
         default="ioi", metadata={"flag": "task", "positional": True, "help": "built-in task name or JSONL file"}
     )
     schema: str | None = field(default=None, metadata={"flag": "--schema", "help": "schema CSV for a JSONL task"})
-    model: str = field(
-        default="toy",
-        metadata={
-            "flag": "--model",
-            "help": "'toy' (the embedded model, default), a saved toy-model folder, or a HuggingFace name such as gpt2",
-        },
-    )
-    device: str | None = field(default=None, metadata={"flag": "--device", "help": DEVICE_HELP})
-    dictionaries: str | None = field(
-        default=None,
-        metadata={
-            "flag": "--dictionaries",
-            "help": "dictionary set: a folder, 'neurons', or release:NAME (default: the shipped toy set)",
-        },
-    )
-    composition: str = field(
-        default="transcoders",
-        metadata={
-            "flag": "--composition",
-            "choices": COMPOSITION_CHOICES,
-            "help": "transcoders on the MLPs (default, as `circuits discover`), SAEs on every sublayer, or "
-            "transcoders in place of the MLP SAEs",
-        },
-    )
+    model: ModelConfig = field(default_factory=ModelConfig)
     examples: int = field(
         default=8,
         metadata={
@@ -105,9 +82,10 @@ def _replacement(config: ValidationConfig) -> tuple[Any, Any, Any]:
 
     from circuits.app.loading import check_dictionaries, load_model, load_replacement
 
-    check_dictionaries(config.dictionaries)
-    loaded = load_model(config.model, device=config.device)
-    rm = load_replacement(loaded, config.dictionaries, config.composition)
+    model = config.model
+    check_dictionaries(model.dictionaries)
+    loaded = load_model(model.model, device=model.device)
+    rm = load_replacement(loaded, model.dictionaries, model.composition)
     if not config.float32:
         with contextlib.redirect_stdout(io.StringIO()):  # the model's dtype change prints a notice
             rm.model.to(torch.float64)

@@ -12,7 +12,7 @@ from circuits.evaluation.ablation import ABLATIONS, AblationValues, EvalConfig, 
 from circuits.evaluation.behaviour import TaskResult, run_task
 from circuits.evaluation.curves import MIB_FRACTIONS, Curve, cmd, cpr
 from circuits.evaluation.evaluator import LEVELS, Evaluator, evaluate_circuit
-from circuits.evaluation.node_level import Evaluation
+from circuits.evaluation.node_level import Evaluation, circuit_summary
 from circuits.evaluation.search import (
     Curves,
     SizeSearch,
@@ -36,6 +36,7 @@ __all__ = [
     "SizeSearch",
     "TaskResult",
     "ablation_values",
+    "circuit_summary",
     "cmd",
     "cpr",
     "edge_curve",

@@ -45,6 +45,23 @@ class Evaluation:
         return dict(self.__dict__)
 
 
+def circuit_summary(circuit: nx.DiGraph, evaluation: Evaluation, edge_evaluation: Evaluation | None) -> dict[str, Any]:
+    """The scores both ``circuits discover --json`` and ``circuits evaluate --json`` print for a circuit."""
+    e = evaluation
+    return {
+        "faithfulness": e.faithfulness,
+        "completeness": e.completeness,
+        "nodes": e.nodes,
+        "edges": circuit.number_of_edges(),
+        "feature_nodes": e.feature_nodes,
+        "error_nodes": e.error_nodes,
+        "faithfulness_edges": None if edge_evaluation is None else edge_evaluation.faithfulness,
+        "m_model": e.m_model,
+        "m_empty": e.m_empty,
+        "m_circuit": e.m_circuit,
+    }
+
+
 def check_circuit(circuit: nx.DiGraph) -> None:
     """Raise :class:`CircuitError` unless ``circuit`` is a graph with a node besides the metric."""
     if not isinstance(circuit, nx.DiGraph):

@@ -65,56 +65,83 @@ class BuildConfig:
     # The metadata name each field's ``circuits discover`` flag (see :mod:`circuits.app.config`).
     method: str = field(
         default="ig",
-        metadata={"flag": "--method", "choices": ("ig", "atp"),
-                  "help": "integrated gradients (default) or attribution patching"},
+        metadata={
+            "flag": "--method",
+            "choices": ("ig", "atp"),
+            "help": "integrated gradients (default) or attribution patching",
+        },
     )
     positions: str = field(
         default="agnostic",
-        metadata={"flag": "--positions", "choices": ("token", "schema", "agnostic"),
-                  "help": "node positions: token indices, schema spans, or none (default: agnostic, the smallest "
-                  "faithful circuits on the toy tasks)"},
+        metadata={
+            "flag": "--positions",
+            "choices": ("token", "schema", "agnostic"),
+            "help": "node positions: token indices, schema spans, or none (default: agnostic, the smallest "
+            "faithful circuits on the toy tasks)",
+        },
     )
     steps: int = field(
         default=5,
-        metadata={"flag": "--steps", "type": "positive_int",
-                  "help": "integrated-gradient steps (default 5, the EAP-IG convention)"},
+        metadata={
+            "flag": "--steps",
+            "type": "positive_int",
+            "help": "integrated-gradient steps (default 5, the EAP-IG convention)",
+        },
     )
     ig_mode: str = field(
         default="inputs",
-        metadata={"flag": "--ig-mode", "choices": ("inputs", "per-site"),
-                  "help": "interpolate the input, every site at once (default), or one site at a time (sites x steps "
-                  "passes)"},
+        metadata={
+            "flag": "--ig-mode",
+            "choices": ("inputs", "per-site"),
+            "help": "interpolate the input, every site at once (default), or one site at a time (sites x steps passes)",
+        },
     )
     min_effect: float | None = field(default=0.0, metadata={"flag": None})
     max_nodes: int | None = field(
         default=None,
-        metadata={"flag": "--max-nodes", "type": "positive_int",
-                  "help": "at most this many nodes in the attributed graph (default: every node of nonzero effect)"},
+        metadata={
+            "flag": "--max-nodes",
+            "type": "positive_int",
+            "help": "at most this many nodes in the attributed graph (default: every node of nonzero effect)",
+        },
     )
     max_targets: int = field(
         default=96,
-        metadata={"flag": "--max-targets", "type": "positive_int",
-                  "help": "nodes whose incoming edges are scored (default 96)"},
+        metadata={
+            "flag": "--max-targets",
+            "type": "positive_int",
+            "help": "nodes whose incoming edges are scored (default 96)",
+        },
     )
     edge_threshold: float = field(default=0.0, metadata={"flag": None})
     edge_examples: int | None = field(
         default=None,
-        metadata={"flag": "--edge-examples", "type": "positive_int",
-                  "help": "score the edges on the first N attribution examples only (default: all of them)"},
+        metadata={
+            "flag": "--edge-examples",
+            "type": "positive_int",
+            "help": "score the edges on the first N attribution examples only (default: all of them)",
+        },
     )
     rows_per_pass: int = field(default=32, metadata={"flag": None})
     edge_local: str = field(
         default="linear",
-        metadata={"flag": "--edge-local", "choices": ("linear", "exact"),
-                  "help": "edges from the downstream node's derivative (default, batched backward passes) or its actual "
-                  "direct change (one forward row per changed upstream node: exact through attention, slower)"},
+        metadata={
+            "flag": "--edge-local",
+            "choices": ("linear", "exact"),
+            "help": "edges from the downstream node's derivative (default, batched backward passes) or its actual "
+            "direct change (one forward row per changed upstream node: exact through attention, slower)",
+        },
     )
 
     def __post_init__(self) -> None:
         if self.method not in BUILD_METHODS:
-            raise CircuitError(f"unknown attribution method {self.method!r}; expected one of {', '.join(BUILD_METHODS)}")
+            raise CircuitError(
+                f"unknown attribution method {self.method!r}; expected one of {', '.join(BUILD_METHODS)}"
+            )
         if self.positions not in POSITION_MODES:
-            raise CircuitError(f"unknown positions mode {self.positions!r}; expected one of {', '.join(POSITION_MODES)}")
+            raise CircuitError(
+                f"unknown positions mode {self.positions!r}; expected one of {', '.join(POSITION_MODES)}"
+            )
         check_counts({"--steps": self.steps}, {"--max-nodes": self.max_nodes, "--edge-examples": self.edge_examples})
         if self.ig_mode not in IG_MODES:
             raise CircuitError(f"unknown ig_mode {self.ig_mode!r}; expected one of {', '.join(IG_MODES)}")
@@ -220,15 +247,21 @@ class AggregatedNodes:
 def aggregate_nodes(nodes: NodeEffects, positions: PositionMap) -> dict[str, AggregatedNodes]:
     """Node effects summed within position groups and averaged over examples, per site."""
     return {
-        site: AggregatedNodes(positions.aggregate(nodes.features[site]).cpu(), positions.aggregate(nodes.errors[site]).cpu())
+        site: AggregatedNodes(
+            positions.aggregate(nodes.features[site]).cpu(), positions.aggregate(nodes.errors[site]).cpu()
+        )
         for site in nodes.sites
     }
 
 
-def select_nodes(agg: Mapping[str, AggregatedNodes], min_effect: float | None, max_nodes: int | None) -> dict[str, torch.Tensor]:
+def select_nodes(
+    agg: Mapping[str, AggregatedNodes], min_effect: float | None, max_nodes: int | None
+) -> dict[str, torch.Tensor]:
     """Per site a bool [n_positions, d_sae + 1] of the nodes the graph keeps (see :class:`BuildConfig`)."""
     mats = {s: a.as_matrix().abs() for s, a in agg.items()}
-    keep = {s: (m > min_effect) if min_effect is not None else torch.ones_like(m, dtype=torch.bool) for s, m in mats.items()}
+    keep = {
+        s: (m > min_effect) if min_effect is not None else torch.ones_like(m, dtype=torch.bool) for s, m in mats.items()
+    }
     total = sum(int(k.sum()) for k in keep.values())
     if max_nodes is not None and total > max_nodes:
         flat = torch.cat([torch.where(keep[s], mats[s], torch.full_like(mats[s], -1.0)).flatten() for s in mats])
@@ -270,14 +303,22 @@ def first_examples(
         return None if x is None else x[:n]
 
     sub_inputs = AttributionInputs(
-        clean=inputs.clean[:n], clean_lengths=inputs.clean_lengths[:n], metric=inputs.metric,
-        corrupted=cut(inputs.corrupted), corrupted_position=cut(inputs.corrupted_position),
+        clean=inputs.clean[:n],
+        clean_lengths=inputs.clean_lengths[:n],
+        metric=inputs.metric,
+        corrupted=cut(inputs.corrupted),
+        corrupted_position=cut(inputs.corrupted_position),
     )
     sub_nodes = NodeEffects(
-        features={s: v[:n] for s, v in nodes.features.items()}, errors={s: v[:n] for s, v in nodes.errors.items()},
-        method=nodes.method, valid=nodes.valid[:n],
-        values={s: SiteValues(v.f_clean[:n], v.e_clean[:n], v.f_target[:n], v.e_target[:n]) for s, v in nodes.values.items()},
-        grads={s: g[:n] for s, g in nodes.grads.items()}, baseline=nodes.baseline,
+        features={s: v[:n] for s, v in nodes.features.items()},
+        errors={s: v[:n] for s, v in nodes.errors.items()},
+        method=nodes.method,
+        valid=nodes.valid[:n],
+        values={
+            s: SiteValues(v.f_clean[:n], v.e_clean[:n], v.f_target[:n], v.e_target[:n]) for s, v in nodes.values.items()
+        },
+        grads={s: g[:n] for s, g in nodes.grads.items()},
+        baseline=nodes.baseline,
     )
     return sub_inputs, sub_nodes, PositionMap(positions.group[:n], positions.labels, positions.mode)
 
@@ -324,7 +365,10 @@ def graph_from_effects(
 ) -> nx.DiGraph:
     """The attributed graph: kept nodes in forward order, edges into targets and into the metric."""
     G = new_graph(
-        positions=positions.mode, position_labels=[str(x) for x in positions.labels], n_layers=n_layers, **dict(metadata)
+        positions=positions.mode,
+        position_labels=[str(x) for x in positions.labels],
+        n_layers=n_layers,
+        **dict(metadata),
     )
     targeted = {(t.site, t.position, t.index) for t in targets}
     for site, a in agg.items():
@@ -338,9 +382,16 @@ def graph_from_effects(
             scored = (site, p, node) in targeted
             position = graph_position(positions, p)
             G.add_node(
-                node_id(kind.name, position, index), site=kind.name, layer=kind.layer, sublayer=kind.kind, position=position,
-                feature=None if index == ERROR_INDEX else index, kind="error" if index == ERROR_INDEX else "feature",
-                effect=float(v), label="", scored_inputs=scored,
+                node_id(kind.name, position, index),
+                site=kind.name,
+                layer=kind.layer,
+                sublayer=kind.kind,
+                position=position,
+                feature=None if index == ERROR_INDEX else index,
+                kind="error" if index == ERROR_INDEX else "feature",
+                effect=float(v),
+                label="",
+                scored_inputs=scored,
             )
     add_metric(G, effect=float(metric_value), label=metric_label, scored_inputs=True)
     if edges is not None:
@@ -370,7 +421,9 @@ def attribute_graph(
     """
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    nodes = node_effects(rm, inputs, method=config.method, steps=config.steps, ig_mode=config.ig_mode, progress=progress)
+    nodes = node_effects(
+        rm, inputs, method=config.method, steps=config.steps, ig_mode=config.ig_mode, progress=progress
+    )
     seconds["nodes"] = time.perf_counter() - t0
     positions = position_map(batch, config.positions, token_labels)
     agg = aggregate_nodes(nodes, positions)
@@ -391,14 +444,27 @@ def attribute_graph(
         clean_metric = float(inputs.metric(rm.run(inputs.clean).logits, inputs.index()).mean())
     t0 = time.perf_counter()
     G = graph_from_effects(
-        agg, keep, edges, targets, positions,
-        metadata={"method": config.method, **dict(metadata), "examples": len(batch),
-                  "steps": config.steps if config.method == "ig" else None,
-                  "ig_mode": config.ig_mode if config.method == "ig" else None, "edge_local": config.edge_local,
-                  "edge_examples": e_inputs.batch_size},
-        n_layers=int(rm.model.cfg.n_layers), metric_value=clean_metric,
-        metric_label=METRIC_LABELS.get(batch.metric, batch.metric), edge_threshold=config.edge_threshold,
+        agg,
+        keep,
+        edges,
+        targets,
+        positions,
+        metadata={
+            "method": config.method,
+            **dict(metadata),
+            "examples": len(batch),
+            "steps": config.steps if config.method == "ig" else None,
+            "ig_mode": config.ig_mode if config.method == "ig" else None,
+            "edge_local": config.edge_local,
+            "edge_examples": e_inputs.batch_size,
+        },
+        n_layers=int(rm.model.cfg.n_layers),
+        metric_value=clean_metric,
+        metric_label=METRIC_LABELS.get(batch.metric, batch.metric),
+        edge_threshold=config.edge_threshold,
     )
     seconds["graph"] = time.perf_counter() - t0
-    log.info("attributed graph: %d nodes, %d edges, %d targets", G.number_of_nodes() - 1, G.number_of_edges(), len(targets))
+    log.info(
+        "attributed graph: %d nodes, %d edges, %d targets", G.number_of_nodes() - 1, G.number_of_edges(), len(targets)
+    )
     return AttributedGraph(G, nodes, edges, positions, list(targets), seconds)
