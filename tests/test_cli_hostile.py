@@ -301,3 +301,36 @@ def test_a_circuit_file_with_a_byte_order_mark_loads(tmp_path):
     path = save_circuit(G, tmp_path / "circuit.json")
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     assert load_circuit(path).graph["n_layers"] == 3
+
+
+def test_prompts_longer_than_the_context_are_one_sentence(tmp_path, capsys):
+    words = " ".join(["Mary"] * 60)
+    row = {
+        "clean_prefix": f"{words} and John",
+        "patch_prefix": f"{words} and Mary",
+        "clean_answer": " Mary",
+        "patch_answer": " John",
+    }
+    path = tmp_path / "long.jsonl"
+    path.write_text("\n".join(json.dumps(row) for _ in range(4)) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    code = main(
+        [
+            "discover",
+            str(path),
+            "--out",
+            str(out),
+            "--examples",
+            "2",
+            "--eval-examples",
+            "1",
+            "--no-labels",
+            "--dictionaries",
+            "neurons",
+            "--nodes",
+            "2",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert "reads at most 48" in err and not out.exists()

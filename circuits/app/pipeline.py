@@ -80,6 +80,9 @@ def load_task_data(config: DiscoverConfig, setup: Setup) -> TaskData:
     d = config.data
     n_selection = d.n_selection if config.selection.by_faithfulness else 0
     data = load_data(d.task, setup.loaded.tokenizer, d.n_attribution, d.n_eval, d.seed, d.schema, n_selection)
+    for part in (data.attribution, data.selection, data.evaluation):
+        if part is not None:
+            part.check_fits(setup.loaded.model.cfg.n_ctx)
     if config.attribution.positions == "token":
         parts = {
             "attribution": data.attribution_batch,

@@ -150,6 +150,7 @@ def evaluate_saved(config: EvaluateConfig) -> SavedEvaluation:
     if int(meta.get("n_layers", n_layers)) != n_layers:
         raise CircuitError(f"{path} was made for a model with {meta['n_layers']} layers; this one has {n_layers}")
     examples, batch = _examples(config, meta, split, setup.loaded.tokenizer)
+    examples.check_fits(setup.loaded.model.cfg.n_ctx)
     if meta.get("positions") == "token":
         check_token_positions({"evaluation": batch}, task)
         width = len(meta.get("position_labels") or [])

@@ -105,6 +105,7 @@ def validate_attribution(config: ValidationConfig, progress: bool = False) -> At
     torch.manual_seed(config.seed)
     rm, tokenizer, device = _replacement(config)
     task = resolve_task(config.task, tokenizer, n=config.examples, seed=config.seed, schema=config.schema)
+    task.check_fits(rm.model.cfg.n_ctx)
     batch = task.batch(tokenizer.pad_id, task.examples[: config.examples])
     inputs = attribution_inputs(batch, device=device)
     t0 = time.perf_counter()

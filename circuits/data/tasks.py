@@ -158,6 +158,20 @@ class Task:
             raise TaskError(f"unknown metric {self.metric!r}; expected one of {METRICS}", source=self.name)
         if not self.examples:
             raise TaskError("a task needs at least one example", source=self.name)
+
+    def check_fits(self, n_ctx: int | None) -> None:
+        """Refuse prompts longer than the model's context of ``n_ctx`` tokens (None: no limit), naming
+        the longest; the model would otherwise fail mid-run."""
+        if n_ctx is None:
+            return
+        k, ex = max(enumerate(self.examples), key=lambda ie: max(len(ie[1].clean), len(ie[1].corrupted)))
+        longest = max(len(ex.clean), len(ex.corrupted))
+        if longest > n_ctx:
+            raise TaskError(
+                f"example {k + 1} is {longest} tokens long (BOS included) but the model reads at most {n_ctx}; "
+                "shorten its prompts or use a model with a longer context",
+                source=self.name,
+            )
         names = self.examples[0].schema.names
         for i, ex in enumerate(self.examples):
             ex.check(source=self.name, line=i + 1)
