@@ -158,6 +158,15 @@ class Task:
             raise TaskError(f"unknown metric {self.metric!r}; expected one of {METRICS}", source=self.name)
         if not self.examples:
             raise TaskError("a task needs at least one example", source=self.name)
+        names = self.examples[0].schema.names
+        for i, ex in enumerate(self.examples):
+            ex.check(source=self.name, line=i + 1)
+            if ex.schema.names != names:
+                raise SchemaError(
+                    f"span names {list(ex.schema.names)} differ from the first example's {list(names)}",
+                    source=self.name,
+                    line=i + 1,
+                )
 
     def check_fits(self, n_ctx: int | None) -> None:
         """Refuse prompts longer than the model's context of ``n_ctx`` tokens (None: no limit), naming
@@ -172,15 +181,6 @@ class Task:
                 "shorten its prompts or use a model with a longer context",
                 source=self.name,
             )
-        names = self.examples[0].schema.names
-        for i, ex in enumerate(self.examples):
-            ex.check(source=self.name, line=i + 1)
-            if ex.schema.names != names:
-                raise SchemaError(
-                    f"span names {list(ex.schema.names)} differ from the first example's {list(names)}",
-                    source=self.name,
-                    line=i + 1,
-                )
 
     @property
     def span_names(self) -> tuple[str, ...]:
